@@ -1,0 +1,39 @@
+"""The `digitlab` command line. Each subcommand lives in its own module of this package."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+
+from digitlab.cli.app import app
+from digitlab.errors import DigitlabError
+
+# Explicit imports: each module registers its commands on `app`.
+from digitlab.cli import bench, data, experiment, models, predict, serve, train  # noqa: E402,F401
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, turning DigitlabError into a one-line message and exit code 2."""
+    try:
+        app(args=argv, prog_name="digitlab", standalone_mode=False)
+    except DigitlabError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted")
+        return 130
+    except SystemExit as exc:  # typer.Exit inside commands
+        return int(exc.code or 0)
+    except Exception as exc:  # click usage errors (bad option, missing argument)
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Exit):
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            return 130
+        raise
+    return 0

@@ -1,0 +1,3 @@
+"""`digitlab experiment` (being written)."""
+
+from digitlab.cli.app import app  # noqa: F401

@@ -1,0 +1,3 @@
+"""`digitlab predict` (being written)."""
+
+from digitlab.cli.app import app  # noqa: F401

@@ -1,0 +1,79 @@
+"""Typed configuration: every option of a training run, with why each default is what it is.
+
+The CLI maps these fields to kebab-case flags; the resolved config is written as
+``config.json`` next to the results and stored inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "mnist"  # mnist, fashion-mnist, cifar10, digits, or a path to an image folder
+    data_dir: str | None = None  # None: $DIGITLAB_DATA, then the user cache directory
+    download: bool = True  # fetch missing files from the official mirrors
+    val_fraction: float = 0.0  # >0 holds out this part of train for evaluation instead of the test set
+    augment: str = "auto"  # auto (dataset's default), none, shift, crop-flip, robust (handwriting)
+    grayscale: bool | None = None  # image folders: None keeps what the images are
+    image_size: int | None = None  # image folders: resize to this square size (None: 28 for gray, 32 for RGB)
+    limit_train: int | None = None  # use only the first N training images (quick experiments)
+    limit_test: int | None = None
+
+
+@dataclass
+class ModelConfig:
+    model: str = "fast"  # registry name; `digitlab models` lists them
+    width: int | None = None  # width knob where the model has one (mlp hidden, fast channels)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 2  # the default fast recipe reaches ~99% in 2 epochs
+    batch_size: int = 128  # large enough to keep the CPU busy, small enough for many steps
+    lr: float = 0.1
+    optimizer: str = "sgd"  # sgd, adam, adamw, adadelta
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"  # none, step, cosine, onecycle
+    gamma: float = 0.7  # step schedule: multiply lr by gamma every epoch (seed 000)
+    warmup: float = 0.2  # onecycle: fraction of steps spent warming up
+    label_smoothing: float = 0.1
+    ema: bool = False  # keep an exponential moving average of weights (used by --preset best)
+    tta: bool = False  # evaluate with test-time augmentation
+    seed: int = 0
+    device: str = "auto"  # auto: cuda, then mps, then cpu
+    precision: str = "auto"  # auto, fp32, bf16, fp16
+    compile: bool = False  # torch.compile the model
+    channels_last: bool = True
+    dry_run: bool = False  # a few batches of one epoch, to check that everything runs
+    eval_every: int = 1  # evaluate every N epochs (the last one always)
+    threads: int | None = None  # CPU threads; None leaves torch's default
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    name: str | None = None  # run directory name under runs_dir; None: a timestamp
+    runs_dir: str = "runs"
+    preset: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        return cls(
+            data=DataConfig(**d.get("data", {})),
+            model=ModelConfig(**d.get("model", {})),
+            train=TrainConfig(**d.get("train", {})),
+            **{k: d[k] for k in ("name", "runs_dir", "preset") if k in d},
+        )
+
+
+def field_names(cls: type) -> list[str]:
+    return [f.name for f in fields(cls)]

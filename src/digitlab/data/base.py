@@ -1,0 +1,72 @@
+"""The in-memory dataset every loader returns: uint8 tensors plus what a model needs to know."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+
+@dataclass
+class ImageData:
+    """A whole dataset as tensors.
+
+    Images stay uint8 (N, C, H, W) so MNIST is 55 MB and CIFAR-10 184 MB; normalisation
+    happens per batch on the training device (see ``data.loader``).
+    """
+
+    name: str
+    train_x: torch.Tensor  # uint8 (N, C, H, W)
+    train_y: torch.Tensor  # int64 (N,)
+    test_x: torch.Tensor  # uint8 (M, C, H, W)
+    test_y: torch.Tensor  # int64 (M,)
+    classes: list[str]
+    mean: tuple[float, ...]  # per channel, on the [0, 1] scale
+    std: tuple[float, ...]
+
+    @property
+    def channels(self) -> int:
+        return int(self.train_x.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train_x.shape[-1])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to(self, device: torch.device | str) -> "ImageData":
+        return replace(
+            self,
+            train_x=self.train_x.to(device),
+            train_y=self.train_y.to(device),
+            test_x=self.test_x.to(device),
+            test_y=self.test_y.to(device),
+        )
+
+    def subset(self, train: int | None = None, test: int | None = None) -> "ImageData":
+        """First ``train``/``test`` samples; for dry runs and quick tests."""
+        return replace(
+            self,
+            train_x=self.train_x[:train],
+            train_y=self.train_y[:train],
+            test_x=self.test_x[:test],
+            test_y=self.test_y[:test],
+        )
+
+    def split_validation(self, fraction: float, seed: int = 0) -> "ImageData":
+        """Hold out ``fraction`` of the training set as the evaluation set (the test set is dropped)."""
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+        n = self.train_x.shape[0]
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(self.train_x.device)
+        k = int(round(n * fraction))
+        val, tr = perm[:k], perm[k:]
+        return replace(
+            self,
+            train_x=self.train_x[tr],
+            train_y=self.train_y[tr],
+            test_x=self.train_x[val],
+            test_y=self.train_y[val],
+        )
