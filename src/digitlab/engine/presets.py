@@ -1,0 +1,92 @@
+"""Named recipes: each seed's own training recipe, and digitlab's fast ones.
+
+A preset is a set of overrides on top of ``RunConfig`` defaults; flags given on the command
+line win over the preset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from digitlab.config import RunConfig
+from digitlab.errors import unknown_name
+
+
+@dataclass(frozen=True)
+class Preset:
+    description: str
+    data: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+
+
+# The seeds' recipes, as they wrote them (optimizer, lr, epochs, batch); they now run on the fast data path.
+_SEED = dict(schedule="none", label_smoothing=0.0, weight_decay=0.0, nesterov=False, momentum=0.0)
+
+PRESETS: dict[str, Preset] = {
+    "seed000": Preset(
+        "seed 000 / PyTorch examples: cnn, Adadelta lr 1.0, step gamma 0.7, 14 epochs, batch 64",
+        data=dict(dataset="mnist", augment="none"),
+        model=dict(model="cnn"),
+        train=dict(_SEED, optimizer="adadelta", lr=1.0, schedule="step", gamma=0.7, epochs=14, batch_size=64),
+    ),
+    "seed001": Preset(
+        "seed 001: cnn-k, SGD lr 0.01, 5 epochs, batch 32",
+        data=dict(dataset="mnist", augment="none"),
+        model=dict(model="cnn-k"),
+        train=dict(_SEED, optimizer="sgd", lr=0.01, epochs=5, batch_size=32),
+    ),
+    "seed002-mlp": Preset(
+        "seed 002: mlp (hidden 8), SGD lr 0.01 momentum 0.5, 1 epoch, batch 64",
+        data=dict(dataset="mnist", augment="none"),
+        model=dict(model="mlp", width=8),
+        train=dict(_SEED, optimizer="sgd", lr=0.01, momentum=0.5, epochs=1, batch_size=64),
+    ),
+    "seed002-cnn": Preset(
+        "seed 002: cnn-small (6 features), SGD lr 0.01 momentum 0.5, 1 epoch, batch 64",
+        data=dict(dataset="mnist", augment="none"),
+        model=dict(model="cnn-small"),
+        train=dict(_SEED, optimizer="sgd", lr=0.01, momentum=0.5, epochs=1, batch_size=64),
+    ),
+    "seed002-cifar": Preset(
+        "seed 002: cifar-net on CIFAR-10, Adam lr 0.001, 10 epochs, batch 128",
+        data=dict(dataset="cifar10", augment="none"),
+        model=dict(model="cifar-net"),
+        train=dict(_SEED, optimizer="adam", lr=0.001, epochs=10, batch_size=128),
+    ),
+    "seed002-vgg": Preset(
+        "seed 002: vgg on CIFAR-10 with crop+flip, Adam lr 0.001, 10 epochs, batch 128",
+        data=dict(dataset="cifar10", augment="crop-flip"),
+        model=dict(model="vgg"),
+        train=dict(_SEED, optimizer="adam", lr=0.001, epochs=10, batch_size=128),
+    ),
+    "seed003": Preset(
+        "seed 003: lenet5, Adam lr 0.001, 10 epochs, batch 64",
+        data=dict(dataset="mnist", augment="none"),
+        model=dict(model="lenet5"),
+        train=dict(_SEED, optimizer="adam", lr=0.001, epochs=10, batch_size=64),
+    ),
+    "seed004": Preset(
+        "seed 004: cnn-004, Adam lr 0.001, 5 epochs, batch 500",
+        data=dict(dataset="mnist", augment="none"),
+        model=dict(model="cnn-004"),
+        train=dict(_SEED, optimizer="adam", lr=0.001, epochs=5, batch_size=500),
+    ),
+}
+
+
+def list_presets() -> dict[str, str]:
+    return {name: p.description for name, p in PRESETS.items()}
+
+
+def apply_preset(cfg: RunConfig, name: str) -> RunConfig:
+    """Overwrite ``cfg`` fields with the preset's values (in place) and return it."""
+    if name not in PRESETS:
+        raise unknown_name("preset", name, list(PRESETS))
+    p = PRESETS[name]
+    for section, values in (("data", p.data), ("model", p.model), ("train", p.train)):
+        target = getattr(cfg, section)
+        for k, v in values.items():
+            setattr(target, k, v)
+    cfg.preset = name
+    return cfg
