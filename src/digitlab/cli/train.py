@@ -1,3 +1,166 @@
-"""`digitlab train` (being written)."""
+"""`digitlab train` and `digitlab eval`."""
 
-from digitlab.cli.app import app  # noqa: F401
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from digitlab.cli.app import app
+from digitlab.config import RunConfig
+from digitlab.errors import DigitlabError
+
+console = Console()
+
+
+def build_config(preset: str | None, overrides: dict[str, dict]) -> RunConfig:
+    """Defaults, then the preset, then every flag the user actually gave (None means not given)."""
+    from digitlab.engine.presets import apply_preset
+
+    cfg = RunConfig()
+    if preset:
+        apply_preset(cfg, preset)
+    for section, values in overrides.items():
+        target = cfg if section == "run" else getattr(cfg, section)
+        for k, v in values.items():
+            if v is not None:
+                setattr(target, k, v)
+    return cfg
+
+
+@app.command()
+def train(
+    preset: Optional[str] = typer.Option(None, help="A named recipe: fast (default), best, seed000, ... (`digitlab train --list-presets`)."),
+    list_presets: bool = typer.Option(False, "--list-presets", help="Print the presets and exit."),
+    dataset: Optional[str] = typer.Option(None, help="mnist, fashion-mnist, cifar10, digits, or an image-folder path."),
+    data_dir: Optional[str] = typer.Option(None, help="Where the data files are (default: $DIGITLAB_DATA, then the cache)."),
+    download: Optional[bool] = typer.Option(None, "--download/--no-download", help="Fetch missing data files."),
+    val_fraction: Optional[float] = typer.Option(None, help="Hold out this fraction of train for evaluation."),
+    augment: Optional[str] = typer.Option(None, help="auto, none, shift, crop-flip, robust."),
+    grayscale: Optional[bool] = typer.Option(None, "--grayscale/--rgb", help="Image folders: force gray or RGB."),
+    image_size: Optional[int] = typer.Option(None, help="Image folders: resize to this square size."),
+    limit_train: Optional[int] = typer.Option(None, help="Use only the first N training images."),
+    limit_test: Optional[int] = typer.Option(None, help="Use only the first N test images."),
+    model: Optional[str] = typer.Option(None, help="Model name (`digitlab models`)."),
+    width: Optional[int] = typer.Option(None, help="Width knob of models that have one."),
+    epochs: Optional[int] = typer.Option(None),
+    batch_size: Optional[int] = typer.Option(None),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
+    optimizer: Optional[str] = typer.Option(None, help="sgd, adam, adamw, adadelta."),
+    momentum: Optional[float] = typer.Option(None),
+    nesterov: Optional[bool] = typer.Option(None, "--nesterov/--no-nesterov"),
+    weight_decay: Optional[float] = typer.Option(None),
+    schedule: Optional[str] = typer.Option(None, help="none, step, cosine, onecycle."),
+    gamma: Optional[float] = typer.Option(None, help="Step schedule: lr factor per epoch."),
+    warmup: Optional[float] = typer.Option(None, help="Onecycle: fraction of steps warming up."),
+    label_smoothing: Optional[float] = typer.Option(None),
+    ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help="Evaluate and save an EMA of the weights."),
+    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation at the final evaluation."),
+    seed: Optional[int] = typer.Option(None),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N, mps."),
+    precision: Optional[str] = typer.Option(None, help="auto, fp32, bf16, fp16."),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last"),
+    dry_run: Optional[bool] = typer.Option(None, "--dry-run", help="A few batches of one epoch."),
+    eval_every: Optional[int] = typer.Option(None, help="Evaluate every N epochs."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
+    name: Optional[str] = typer.Option(None, help="Run directory name (default: a timestamp)."),
+    runs_dir: Optional[str] = typer.Option(None, help="Parent of run directories (default: runs)."),
+    resume: Optional[str] = typer.Option(None, help="Continue an interrupted run: its directory or last.pt."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or per-epoch lines."),
+) -> None:
+    """Train a model; with no options, the fast default model on MNIST."""
+    from digitlab.engine.checkpoint import load_checkpoint
+    from digitlab.engine.train import train as run_training
+
+    if list_presets:
+        from digitlab.engine.presets import list_presets as presets
+
+        for k, v in presets().items():
+            console.print(f"[bold]{k:<14}[/] {v}", highlight=False)
+        return
+    overrides = {
+        "data": dict(dataset=dataset, data_dir=data_dir, download=download, val_fraction=val_fraction,
+                     augment=augment, grayscale=grayscale, image_size=image_size, limit_train=limit_train,
+                     limit_test=limit_test),
+        "model": dict(model=model, width=width),
+        "train": dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
+                      nesterov=nesterov, weight_decay=weight_decay, schedule=schedule, gamma=gamma, warmup=warmup,
+                      label_smoothing=label_smoothing, ema=ema, tta=tta, seed=seed, device=device,
+                      precision=precision, compile=compile, channels_last=channels_last, dry_run=dry_run,
+                      eval_every=eval_every, threads=threads),
+        "run": dict(name=name, runs_dir=runs_dir),
+    }
+    state = None
+    if resume:
+        state = load_checkpoint(resume, default_name="last.pt")
+        if "optimizer" not in state:
+            raise DigitlabError(f"{resume} has no training state (only last.pt does); pass the run directory or its last.pt")
+        cfg = RunConfig.from_dict(state["config"])
+        # A resumed run keeps its recipe; only the length, device, threads and data location may change.
+        keep = {"epochs": epochs, "device": device, "threads": threads}
+        for k, v in keep.items():
+            if v is not None:
+                setattr(cfg.train, k, v)
+        if data_dir is not None:
+            cfg.data.data_dir = data_dir
+        cfg.runs_dir = str(Path(resume if Path(resume).is_dir() else Path(resume).parent).parent)
+        cfg.name = Path(resume).name if Path(resume).is_dir() else Path(resume).parent.name
+        if state["epoch"] >= cfg.train.epochs:
+            console.print(f"run already finished its {cfg.train.epochs} epochs; pass --epochs N to train longer")
+            return
+        console.print(f"resuming {cfg.name} after epoch {state['epoch']} of {cfg.train.epochs}", highlight=False)
+    else:
+        cfg = build_config(preset, overrides)
+    try:
+        result = run_training(cfg, resume=state, quiet=quiet, console=console)
+    except KeyboardInterrupt:
+        run_dir = Path(cfg.runs_dir) / (cfg.name or "")
+        Console(stderr=True).print(
+            f"\ninterrupted: the last completed epoch is saved; continue with `digitlab train --resume {run_dir}`",
+            highlight=False)
+        raise typer.Exit(130)
+    console.print(f"final test accuracy {result.final_acc:.2%} (best {result.best_acc:.2%}) after "
+                  f"{result.train_seconds:.1f}s of training\nrun directory: {result.run_dir}", highlight=False, soft_wrap=True)
+
+
+@app.command("eval")
+def eval_cmd(
+    checkpoint: str = typer.Argument(..., help="A checkpoint file or a run directory (its best.pt)."),
+    dataset: Optional[str] = typer.Option(None, help="Evaluate on another dataset of the same shape (default: the checkpoint's)."),
+    data_dir: Optional[str] = typer.Option(None, help="Where the data files are."),
+    out: Optional[str] = typer.Option(None, help="Folder for confusion.png, errors.png, report.txt, eval.json (default: next to the checkpoint)."),
+    tta: bool = typer.Option(False, "--tta", help="Test-time augmentation."),
+    device: str = typer.Option("auto"),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+) -> None:
+    """Accuracy, precision/recall/F1, classification report, confusion matrix and worst errors."""
+    from digitlab.data import load_dataset
+    from digitlab.engine.checkpoint import check_compatible, load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
+    from digitlab.engine.device import resolve_device
+    from digitlab.engine.train import evaluate
+    from digitlab.evaluate.report import format_report, write_report
+
+    path = resolve_checkpoint_path(checkpoint)
+    ckpt = load_checkpoint(path)
+    name = dataset or ckpt.get("dataset", "mnist")
+    data_cfg = ckpt.get("config", {}).get("data", {})
+    data = load_dataset(name, data_dir if data_dir is not None else data_cfg.get("data_dir"),
+                        grayscale=data_cfg.get("grayscale") if dataset is None else None,
+                        image_size=data_cfg.get("image_size") if dataset is None else None)
+    check_compatible(ckpt, data.channels, data.image_size, data.num_classes, name)
+    dev = resolve_device(device)
+    model = model_from_checkpoint(ckpt, dev)
+    out_dir = Path(out) if out else path.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    res = evaluate(model, data.test_x.to(dev), data.test_y.to(dev), tuple(ckpt["mean"]), tuple(ckpt["std"]), tta=tta)
+    metrics = write_report(out_dir, data.test_y, res.logits.softmax(1), data.classes, data.test_x)
+    metrics = {"checkpoint": str(path), "dataset": name, "loss": res.loss, **metrics}
+    if as_json:
+        print(json.dumps(metrics, indent=2, default=str))
+    else:
+        console.print(format_report(metrics), highlight=False)
+        console.print(f"wrote confusion.png, errors.png, report.txt, eval.json to {out_dir}", highlight=False)

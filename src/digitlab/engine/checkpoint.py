@@ -1,0 +1,94 @@
+"""Checkpoints: plain dicts that rebuild their model alone and load with weights_only=True."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from digitlab.errors import DigitlabError
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("model_name", "model_args", "state_dict", "classes", "channels", "image_size", "mean", "std")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under DDP and torch.compile wrappers (what gets saved)."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def save_checkpoint(path: str | Path, ckpt: dict) -> Path:
+    """Write atomically: a temporary file in the same folder, then rename, so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"digitlab": FORMAT_VERSION, **ckpt}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def resolve_checkpoint_path(path: str | Path, default_name: str = "best.pt") -> Path:
+    """A run directory stands for its best.pt (or last.pt when asked); a file stands for itself."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / default_name
+    if not p.exists():
+        raise DigitlabError(f"checkpoint not found: {p}")
+    return p
+
+
+def load_checkpoint(path: str | Path, default_name: str = "best.pt") -> dict:
+    """Load and validate a digitlab checkpoint; anything else is a clear DigitlabError."""
+    p = resolve_checkpoint_path(path, default_name)
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, zip errors, truncated files: all mean "not a checkpoint"
+        raise DigitlabError(f"{p} is not a readable digitlab checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    if not isinstance(ckpt, dict) or "digitlab" not in ckpt:
+        raise DigitlabError(f"{p} is not a digitlab checkpoint (no 'digitlab' format marker); "
+                            "train one with `digitlab train`")
+    if ckpt["digitlab"] > FORMAT_VERSION:
+        raise DigitlabError(f"{p} was written by a newer digitlab (format {ckpt['digitlab']}); upgrade digitlab")
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise DigitlabError(f"{p} is missing {', '.join(missing)}; it is not a complete digitlab checkpoint")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu") -> nn.Module:
+    """Rebuild the registered model with its saved arguments and weights, in eval mode."""
+    from digitlab.models import create_model
+
+    model = create_model(ckpt["model_name"], **ckpt["model_args"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise DigitlabError(f"checkpoint weights do not fit model {ckpt['model_name']!r}: {str(exc)[:300]}") from exc
+    return model.to(device).eval()
+
+
+def check_compatible(ckpt: dict, channels: int, image_size: int, num_classes: int, dataset: str) -> None:
+    """Refuse to evaluate or resume a checkpoint on data of another shape."""
+    want = (ckpt["channels"], ckpt["image_size"], len(ckpt["classes"]))
+    have = (channels, image_size, num_classes)
+    if want != have:
+        raise DigitlabError(
+            f"checkpoint was trained on {ckpt.get('dataset', '?')} ({want[0]}x{want[1]}x{want[1]}, {want[2]} classes) "
+            f"but {dataset} is {have[0]}x{have[1]}x{have[1]} with {have[2]} classes"
+        )

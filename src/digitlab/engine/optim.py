@@ -1,0 +1,73 @@
+"""Optimizers, the learning-rate schedule as a plain function of the step, and model arguments."""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import torch
+from torch import nn
+
+from digitlab.config import ModelConfig, TrainConfig
+from digitlab.data.base import ImageData
+from digitlab.errors import DigitlabError, unknown_name
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta")
+SCHEDULES = ("none", "step", "cosine", "onecycle")
+
+
+def build_optimizer(model: nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer by name. Weight decay skips biases and norm weights (1-D tensors), as is standard."""
+    if t.optimizer not in OPTIMIZERS:
+        raise unknown_name("optimizer", t.optimizer, list(OPTIMIZERS))
+    if t.schedule not in SCHEDULES:
+        raise unknown_name("schedule", t.schedule, list(SCHEDULES))
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if t.optimizer == "sgd":
+        nesterov = t.nesterov and t.momentum > 0  # torch refuses nesterov without momentum
+        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=nesterov)
+    if t.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=t.lr)
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=t.lr)
+    return torch.optim.Adadelta(groups, lr=t.lr)
+
+
+def lr_at(step: int, total_steps: int, t: TrainConfig) -> float:
+    """Learning rate at a global step. A pure function, so resuming needs no scheduler state.
+
+    none: constant. step: times gamma after each epoch (seed 000's StepLR). cosine: cosine to 0.
+    onecycle: linear warm-up over ``warmup`` of the steps from lr/10, then linear decay to 0.
+    """
+    if t.schedule == "none" or total_steps <= 0:
+        return t.lr
+    frac = step / total_steps
+    if t.schedule == "step":
+        steps_per_epoch = max(total_steps // max(t.epochs, 1), 1)
+        return t.lr * t.gamma ** (step // steps_per_epoch)
+    if t.schedule == "cosine":
+        return t.lr * 0.5 * (1 + math.cos(math.pi * frac))
+    if t.schedule == "onecycle":
+        if frac < t.warmup:
+            return t.lr * (0.1 + 0.9 * frac / t.warmup)
+        return t.lr * max(0.0, (1 - frac) / (1 - t.warmup))
+    raise unknown_name("schedule", t.schedule, list(SCHEDULES))
+
+
+def model_kwargs(m: ModelConfig, data: ImageData) -> dict:
+    """Constructor arguments from the dataset's shape, plus the width knob where the model has one."""
+    from digitlab.models.registry import _REGISTRY, _ensure_loaded
+
+    _ensure_loaded()
+    if m.model not in _REGISTRY:
+        raise unknown_name("model", m.model, list(_REGISTRY))
+    kw = {"num_classes": data.num_classes, "in_channels": data.channels, "image_size": data.image_size}
+    if m.width is not None:
+        params = inspect.signature(_REGISTRY[m.model].fn).parameters
+        knob = next((n for n in ("width", "hidden", "n_feature") if n in params), None)
+        if knob is None:
+            raise DigitlabError(f"model {m.model!r} has no width setting; drop --width")
+        kw[knob] = m.width
+    return kw

@@ -1,0 +1,74 @@
+"""`digitlab train` / `digitlab eval` end to end, on real MNIST and on tiny data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from digitlab.cli import main
+from digitlab.engine.checkpoint import load_checkpoint
+
+
+def test_default_train_on_real_mnist_then_eval(tmp_path, mnist_dir, capsys):
+    """The plain `digitlab train` recipe reaches >= 97% on the real MNIST test set (issue 2)."""
+    rc = main(["train", "--data-dir", str(mnist_dir), "--runs-dir", str(tmp_path), "--name", "default", "-q"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "run directory" in out
+    ckpt = load_checkpoint(tmp_path / "default" / "best.pt")
+    assert ckpt["metrics"]["test_acc"] >= 0.97
+    assert ckpt["task"] == "digits" and ckpt["dataset"] == "mnist"
+
+    rc = main(["eval", str(tmp_path / "default"), "--data-dir", str(mnist_dir), "--json"])
+    assert rc == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["accuracy"] >= 0.97
+    assert 0.9 < metrics["macro_f1"] <= 1.0
+    assert (tmp_path / "default" / "confusion.png").exists()
+
+
+def test_eval_refuses_other_shape(tmp_path, mnist_dir, capsys):
+    rc = main(["train", "--dataset", "digits", "--model", "mlp", "--epochs", "1", "--runs-dir", str(tmp_path),
+               "--name", "d", "-q"])
+    assert rc == 0
+    capsys.readouterr()
+    rc = main(["eval", str(tmp_path / "d"), "--dataset", "mnist", "--data-dir", str(mnist_dir)])
+    assert rc == 2
+    assert "8x8" in capsys.readouterr().err
+
+
+def test_cli_resume_continues_and_finishes(tmp_path, capsys):
+    base = ["train", "--dataset", "digits", "--model", "mlp", "--runs-dir", str(tmp_path), "--name", "r", "-q"]
+    assert main(base + ["--epochs", "2"]) == 0
+    assert main(["train", "--resume", str(tmp_path / "r"), "--epochs", "3", "-q"]) == 0
+    state = load_checkpoint(tmp_path / "r" / "last.pt")
+    assert state["epoch"] == 3 and [h["epoch"] for h in state["history"]] == [1, 2, 3]
+    capsys.readouterr()
+    assert main(base + ["--epochs", "2"]) == 2  # the run exists: refuse to overwrite it
+    assert "--resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag,value,valid", [
+    ("--preset", "nope", "seed000"), ("--model", "nope", "lenet5"), ("--dataset", "nope", "mnist"),
+    ("--optimizer", "nope", "adadelta"), ("--precision", "nope", "bf16"),
+])
+def test_unknown_names_list_the_valid_ones(tmp_path, capsys, flag, value, valid):
+    rc = main(["train", flag, value, "--runs-dir", str(tmp_path), "--dataset" if flag != "--dataset" else "--name",
+               "digits" if flag != "--dataset" else "x", "-q"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert value in err and valid in err and "Traceback" not in err
+
+
+def test_list_presets(capsys):
+    assert main(["train", "--list-presets"]) == 0
+    out = capsys.readouterr().out
+    assert "seed000" in out and "Adadelta" in out
+
+
+def test_eval_on_non_checkpoint(tmp_path, capsys):
+    bad = tmp_path / "x.pt"
+    bad.write_text("nope")
+    assert main(["eval", str(bad)]) == 2
+    assert "not a readable digitlab checkpoint" in capsys.readouterr().err
