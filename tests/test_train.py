@@ -145,3 +145,19 @@ def test_dry_run_stops_early(tmp_path):
 def test_bf16_training_runs_and_learns(tmp_path):
     res = train(cfg_for(tmp_path, precision="bf16", epochs=3), data=tiny_data(), quiet=True)
     assert res.final_acc > 0.5
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built in")
+def test_ddp_two_processes_on_cpu(tmp_path):
+    """torchrun with 2 CPU processes (gloo): one run directory, one final line, a usable checkpoint."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "digitlab",
+           "train", "--dataset", "digits", "--model", "mlp", "--width", "32", "--epochs", "2", "--lr", "0.05",
+           "--runs-dir", str(tmp_path), "--name", "ddp", "-q"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("final test accuracy") == 1
+    ckpt = load_checkpoint(tmp_path / "ddp" / "best.pt")
+    assert ckpt["epoch"] >= 1 and ckpt["metrics"]["test_acc"] > 0.1

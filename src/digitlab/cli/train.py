@@ -123,6 +123,10 @@ def train(
             f"\ninterrupted: the last completed epoch is saved; continue with `digitlab train --resume {run_dir}`",
             highlight=False)
         raise typer.Exit(130)
+    from digitlab.engine.dist import detect
+
+    if not detect().is_main:
+        return
     console.print(f"final test accuracy {result.final_acc:.2%} (best {result.best_acc:.2%}) after "
                   f"{result.train_seconds:.1f}s of training\nrun directory: {result.run_dir}", highlight=False, soft_wrap=True)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -23,6 +23,8 @@ class ImageData:
     classes: list[str]
     mean: tuple[float, ...]  # per channel, on the [0, 1] scale
     std: tuple[float, ...]
+    source: str | None = None  # where the files were found (shown by `digitlab data info`)
+    skipped: list[str] = field(default_factory=list)  # image folders: unreadable files left out
 
     @property
     def channels(self) -> int:
@@ -70,3 +72,23 @@ class ImageData:
             test_x=self.train_x[val],
             test_y=self.train_y[val],
         )
+
+
+def channel_stats(x: torch.Tensor, chunk: int = 8192) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images (N, C, H, W) on the [0, 1] scale.
+
+    Chunked float64 sums, so a large uint8 set never needs a full float copy.
+    """
+    if x.shape[0] == 0:
+        raise ValueError("cannot compute statistics of an empty image set")
+    c = x.shape[1]
+    s1 = torch.zeros(c, dtype=torch.float64, device=x.device)
+    s2 = torch.zeros(c, dtype=torch.float64, device=x.device)
+    for i in range(0, x.shape[0], chunk):
+        xb = x[i : i + chunk].to(torch.float64).div_(255.0)
+        s1 += xb.sum(dim=(0, 2, 3))
+        s2 += xb.square_().sum(dim=(0, 2, 3))
+    count = x.shape[0] * x.shape[2] * x.shape[3]
+    mean = s1 / count
+    std = (s2 / count - mean.square()).clamp_min(0).sqrt().clamp_min(1e-6)  # a blank set must not divide by 0
+    return tuple(round(float(m), 4) for m in mean), tuple(round(float(s), 4) for s in std)

@@ -1,0 +1,154 @@
+"""Finding dataset files on disk.
+
+Roots are searched in order: the ``data_dir`` argument, ``$DIGITLAB_DATA``, then the user
+cache directory. Inside a root we accept the files themselves, a folder per dataset
+(``mnist/``, ``fashion-mnist/``, ``cifar10/``) and torchvision's layout (``MNIST/raw/``,
+``FashionMNIST/raw/``, ``cifar-10-batches-py/``), so both ``--data-dir data`` and
+``--data-dir data/mnist`` work.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_DATA = "DIGITLAB_DATA"
+
+# IDX file stems; each may be stored gzip-compressed (.gz) or not.
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+# Sub-folders of a root where each dataset may live; "" is the root itself.
+SUBDIRS = {
+    "mnist": ["", "mnist", "MNIST/raw", "MNIST", "mnist/MNIST/raw"],
+    "fashion-mnist": [
+        "",
+        "fashion-mnist",
+        "FashionMNIST/raw",
+        "fashion_mnist",
+        "FashionMNIST",
+        "fashion-mnist/FashionMNIST/raw",
+    ],
+    "cifar10": ["", "cifar-10-batches-py", "cifar10", "cifar10/cifar-10-batches-py", "cifar-10", "CIFAR10"],
+}
+
+CIFAR_TARBALL = "cifar-10-python.tar.gz"
+CIFAR_BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+
+
+def cache_dir() -> Path:
+    """The per-user cache directory: ``$XDG_CACHE_HOME/digitlab`` or ``~/.cache/digitlab``."""
+    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
+        return Path(os.environ["LOCALAPPDATA"]) / "digitlab"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "digitlab"
+
+
+def search_roots(data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """The directories searched, in order, without duplicates."""
+    roots: list[Path] = []
+    if data_dir is not None:
+        roots.append(Path(data_dir).expanduser())
+    if os.environ.get(ENV_DATA):
+        roots.append(Path(os.environ[ENV_DATA]).expanduser())
+    roots.append(cache_dir())
+    seen, unique = set(), []
+    for r in roots:
+        key = os.path.abspath(r)
+        if key not in seen:
+            seen.add(key)
+            unique.append(r)
+    return unique
+
+
+def _belongs_to_other(dataset: str, folder: Path) -> bool:
+    """MNIST and Fashion-MNIST share file names: don't take one's folder for the other's."""
+    name = folder.name.lower().replace("_", "-")
+    if folder.name == "raw":
+        name = folder.parent.name.lower()
+    if dataset == "mnist":
+        return "fashion" in name
+    if dataset == "fashion-mnist":
+        return name in ("mnist", "mnist-raw")
+    return False
+
+
+def _candidate_dirs(dataset: str, roots: list[Path]) -> list[Path]:
+    dirs = []
+    for root in roots:
+        for sub in SUBDIRS[dataset]:
+            d = root / sub if sub else root
+            if sub == "" and _belongs_to_other(dataset, d):
+                continue
+            dirs.append(d)
+    return dirs
+
+
+def _idx_file(folder: Path, stem: str) -> Path | None:
+    # Uncompressed first (faster to read); the dotted spelling is what some mirrors ship.
+    dotted = stem.replace("-idx", ".idx")
+    for name in (stem, stem + ".gz", dotted, dotted + ".gz"):
+        p = folder / name
+        if p.is_file():
+            return p
+    return None
+
+
+def find_idx_files(dataset: str, data_dir: str | os.PathLike | None = None) -> dict[str, Path] | None:
+    """The four IDX files of ``mnist`` or ``fashion-mnist`` from the first folder that has all four."""
+    for folder in _candidate_dirs(dataset, search_roots(data_dir)):
+        if not folder.is_dir():
+            continue
+        found = {key: _idx_file(folder, stem) for key, stem in IDX_FILES.items()}
+        if all(found.values()):
+            return found  # type: ignore[return-value]
+    return None
+
+
+def find_cifar10(data_dir: str | os.PathLike | None = None) -> Path | None:
+    """An extracted ``cifar-10-batches-py`` folder or the ``cifar-10-python.tar.gz`` archive."""
+    for folder in _candidate_dirs("cifar10", search_roots(data_dir)):
+        if not folder.is_dir():
+            continue
+        if all((folder / b).is_file() for b in CIFAR_BATCHES):
+            return folder
+        if (folder / CIFAR_TARBALL).is_file():
+            return folder / CIFAR_TARBALL
+    return None
+
+
+def download_dir(dataset: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """Where downloads go: the first search root, in a folder named after the dataset.
+
+    A root that already is that folder (``--data-dir data/mnist``) is used as it is.
+    """
+    root = search_roots(data_dir)[0]
+    if root.name.lower() in (dataset, dataset.replace("-", "_"), dataset.replace("-", "")):
+        return root
+    return root / dataset
+
+
+def expected_files(dataset: str) -> list[str]:
+    """File names a user can put in place by hand."""
+    if dataset == "cifar10":
+        return [CIFAR_TARBALL + "  (or the extracted cifar-10-batches-py/ folder)"]
+    return [stem + ".gz" for stem in IDX_FILES.values()]
+
+
+def missing_message(dataset: str, data_dir: str | os.PathLike | None = None) -> str:
+    """A user-facing explanation of which files to put where."""
+    roots = search_roots(data_dir)
+    subs = ", ".join(s + "/" for s in SUBDIRS[dataset] if s)
+    lines = [
+        f"{dataset} files not found. Put these files:",
+        *(f"    {f}" for f in expected_files(dataset)),
+        "  (gzip-compressed or not)" if dataset != "cifar10" else "",
+        f"  directly in, or in a sub-folder ({subs}) of, one of the directories searched:",
+        *(f"    {r}" for r in roots),
+        f"  (--data-dir, then ${ENV_DATA}, then the user cache directory)",
+    ]
+    return "\n".join(line for line in lines if line)

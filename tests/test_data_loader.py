@@ -1,0 +1,147 @@
+"""Batches, normalisation and augmentation on whole tensors (data/loader.py)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from digitlab.data import load_dataset
+from digitlab.data.loader import augment, default_augment, iterate_batches, normalize, translate
+from digitlab.errors import DigitlabError
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def dots(n: int = 64, size: int = 28) -> torch.Tensor:
+    """One bright pixel per image at (10, 12): shifts are easy to read off."""
+    x = torch.zeros(n, 1, size, size, dtype=torch.uint8)
+    x[:, 0, 10, 12] = 200
+    return x
+
+
+def test_iterate_batches_covers_everything_once():
+    x = torch.arange(10).view(10, 1, 1, 1).to(torch.uint8)
+    y = torch.arange(10)
+    seen = []
+    for xb, yb in iterate_batches(x, y, 4, shuffle=True, generator=gen()):
+        assert torch.equal(xb.view(-1).long(), yb)  # pairs stay together
+        seen += yb.tolist()
+    assert sorted(seen) == list(range(10)) and seen != list(range(10))
+    sizes = [len(b[1]) for b in iterate_batches(x, y, 4, shuffle=True, generator=gen(), drop_last=True)]
+    assert sizes == [4, 4]
+    plain = [b[1].tolist() for b in iterate_batches(x, y, 4, shuffle=False)]
+    assert plain == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_iterate_batches_is_deterministic():
+    x, y = torch.zeros(50, 1, 2, 2, dtype=torch.uint8), torch.arange(50)
+    a = [b[1] for b in iterate_batches(x, y, 8, shuffle=True, generator=gen(3))]
+    b = [b[1] for b in iterate_batches(x, y, 8, shuffle=True, generator=gen(3))]
+    assert all(torch.equal(p, q) for p, q in zip(a, b))
+
+
+def test_normalize_matches_reference():
+    x = torch.randint(0, 256, (4, 3, 5, 5), dtype=torch.uint8)
+    mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+    ref = (x.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    out = normalize(x, mean, std)
+    assert out.dtype == torch.float32 and torch.allclose(out, ref, atol=1e-5)
+    assert normalize(x[0], mean, std).shape == (3, 5, 5)  # a single image works too
+    assert normalize(x[:, :1], (0.5,), (0.5,), dtype=torch.float64).dtype == torch.float64
+
+
+def test_translate_moves_pixels():
+    x = dots(3)
+    out = translate(x, torch.tensor([1, -2, 0]), torch.tensor([2, 0, -1]), pad=2)
+    assert out[0, 0, 11, 14] == 200 and out[1, 0, 8, 12] == 200 and out[2, 0, 10, 11] == 200
+    assert int((out > 0).sum()) == 3
+
+
+def test_shift_is_a_true_translation():
+    x = dots()
+    out = augment(x, "shift", gen())
+    assert out.dtype == torch.uint8 and out.shape == x.shape
+    for img in out[:, 0]:
+        (r, c), = (img == 200).nonzero().tolist()  # exactly one bright pixel, moved
+        assert abs(r - 10) <= 2 and abs(c - 12) <= 2
+        assert int((img > 0).sum()) == 1
+    moved = [(img == 200).nonzero()[0].tolist() for img in out[:, 0]]
+    assert len({tuple(m) for m in moved}) > 5  # different shifts per image
+
+
+def test_shift_on_real_digits_keeps_content():
+    x = torch.zeros(8, 1, 28, 28, dtype=torch.uint8)
+    x[:, :, 8:20, 12:16] = 255  # a "1" in the middle: never pushed off the frame
+    out = augment(x, "shift", gen(1))
+    assert torch.equal(out.sum(dim=(1, 2, 3)), x.sum(dim=(1, 2, 3)))
+
+
+def test_shift_scales_down_for_tiny_images():
+    x = torch.zeros(200, 1, 8, 8, dtype=torch.uint8)
+    x[:, 0, 4, 4] = 200
+    out = augment(x, "shift", gen())
+    rows = (out[:, 0] == 200).nonzero()[:, 1]
+    assert rows.min() >= 3 and rows.max() <= 5  # +-1 px at 8x8
+
+
+def test_crop_flip():
+    x = torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8)
+    out = augment(x, "crop-flip", gen())
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    single = torch.zeros(256, 3, 32, 32, dtype=torch.uint8)
+    single[:, :, 16, 3] = 77
+    cols = (augment(single, "crop-flip", gen())[:, 0] == 77).nonzero()
+    cols = cols[:, 2]
+    assert cols.min() >= 0 and (cols <= 7).any() and (cols >= 24).any()  # some flipped to the right side
+    assert len(cols) <= 256  # pushed off the frame at most, never duplicated
+
+
+def test_robust_keeps_ink_roughly():
+    x = torch.zeros(256, 1, 28, 28, dtype=torch.uint8)
+    x[:, :, 6:22, 12:15] = 255  # a thick vertical stroke
+    x[:, :, 6:9, 9:15] = 255
+    out = augment(x, "robust", gen())
+    assert out.dtype == torch.uint8 and out.shape == x.shape
+    ratio = out.float().sum(dim=(1, 2, 3)) / x.float().sum(dim=(1, 2, 3))
+    assert 0.6 < ratio.mean() < 1.6
+    assert (ratio > 0.2).all()  # no digit disappears
+    assert not torch.equal(out[0], out[1])
+
+
+def test_determinism_with_seed():
+    x = torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8)
+    for kind in ("shift", "crop-flip", "robust"):
+        assert torch.equal(augment(x, kind, gen(5)), augment(x, kind, gen(5)))
+        assert not torch.equal(augment(x, kind, gen(5)), augment(x, kind, gen(6)))
+    assert augment(x, "none", gen()) is x
+
+
+def test_unknown_augmentation():
+    with pytest.raises(DigitlabError, match="unknown augmentation 'blur'.*crop-flip"):
+        augment(dots(1), "blur", gen())
+
+
+def test_default_augment():
+    assert default_augment("mnist") == "shift" and default_augment("digits") == "shift"
+    assert default_augment("cifar10") == "crop-flip"
+    assert default_augment("fashion-mnist") == "none" and default_augment("/some/folder") == "none"
+
+
+def test_speed_on_real_mnist(mnist_dir, isolated_data_env):
+    """Shift on all 60,000 images in batches: well under a second per epoch on one CPU thread."""
+    data = load_dataset("mnist", mnist_dir, download=False)
+    g = gen()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: timings on a shared machine are steadier
+    try:
+        t0 = time.perf_counter()
+        for xb, _ in iterate_batches(data.train_x, data.train_y, 512, shuffle=True, generator=g):
+            normalize(augment(xb, "shift", g), data.mean, data.std)
+        seconds = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(threads)
+    assert seconds < 3, f"shift + normalize epoch took {seconds:.2f}s"  # ~0.25 s on an idle core

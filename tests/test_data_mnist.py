@@ -1,0 +1,265 @@
+"""IDX reading, MNIST/Fashion-MNIST loading, and finding files (data/mnist.py, data/locate.py)."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from digitlab.data import list_datasets, load_dataset
+from digitlab.data.locate import download_dir, find_idx_files, search_roots
+from digitlab.data.mnist import read_idx
+from digitlab.errors import DigitlabError
+
+STEMS = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+
+
+def idx_bytes(arr: np.ndarray) -> bytes:
+    code = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(">i4"): 0x0C, np.dtype(">f4"): 0x0D}
+    arr = np.asarray(arr)
+    if arr.dtype.itemsize > 1:
+        arr = arr.astype(arr.dtype.newbyteorder(">"))
+    header = bytes([0, 0, code[arr.dtype], arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    return header + arr.tobytes()
+
+
+def write_idx(path: Path, arr: np.ndarray) -> Path:
+    data = idx_bytes(arr)
+    path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)
+    return path
+
+
+def tiny_mnist(folder: Path, n_train: int = 12, n_test: int = 5, gz: bool = True, seed: int = 0) -> dict:
+    """Four small IDX files with random 28x28 images and labels 0..9."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        STEMS[0]: rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        STEMS[1]: (np.arange(n_train) % 10).astype(np.uint8),
+        STEMS[2]: rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        STEMS[3]: (np.arange(n_test) % 10).astype(np.uint8),
+    }
+    for stem, arr in arrays.items():
+        write_idx(folder / (stem + (".gz" if gz else "")), arr)
+    return arrays
+
+
+# --- read_idx ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["a-idx3-ubyte", "a-idx3-ubyte.gz"])
+def test_read_idx_roundtrip_gz_and_raw(tmp_path, name):
+    arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    out = read_idx(write_idx(tmp_path / name, arr))
+    assert out.dtype == np.uint8 and out.shape == (2, 3, 4)
+    np.testing.assert_array_equal(out, arr)
+    out[0, 0, 0] = 7  # writable: torch.from_numpy must not warn
+
+
+def test_read_idx_multibyte_big_endian(tmp_path):
+    arr = np.array([[1, -2], [70000, 3]], dtype=">i4")
+    out = read_idx(write_idx(tmp_path / "x-idx2-int", arr))
+    assert out.dtype == np.int32 and out.dtype.byteorder in ("=", "<", "|")
+    np.testing.assert_array_equal(out, arr.astype(np.int32))
+
+
+def test_read_idx_truncated(tmp_path):
+    data = idx_bytes(np.zeros((4, 28, 28), np.uint8))
+    p = tmp_path / "cut-idx3-ubyte"
+    p.write_bytes(data[:-100])
+    with pytest.raises(DigitlabError, match=r"cut-idx3-ubyte.*truncated"):
+        read_idx(p)
+
+
+def test_read_idx_truncated_header(tmp_path):
+    p = tmp_path / "h-idx3-ubyte"
+    p.write_bytes(bytes([0, 0, 8, 3, 0, 0]))
+    with pytest.raises(DigitlabError, match="truncated"):
+        read_idx(p)
+
+
+def test_read_idx_trailing_bytes(tmp_path):
+    p = tmp_path / "extra-idx1-ubyte"
+    p.write_bytes(idx_bytes(np.zeros(5, np.uint8)) + b"xx")
+    with pytest.raises(DigitlabError, match="2 bytes after"):
+        read_idx(p)
+
+
+def test_read_idx_bad_magic_and_type(tmp_path):
+    p = tmp_path / "bad"
+    p.write_bytes(b"\x12\x34\x08\x01" + b"\x00" * 10)
+    with pytest.raises(DigitlabError, match="bad magic"):
+        read_idx(p)
+    p.write_bytes(b"\x00\x00\x42\x01\x00\x00\x00\x01\x00")
+    with pytest.raises(DigitlabError, match="unknown IDX data type 0x42"):
+        read_idx(p)
+
+
+def test_read_idx_not_gzip(tmp_path):
+    p = tmp_path / "train-images-idx3-ubyte.gz"
+    p.write_text("<html>404 Not Found</html>")
+    with pytest.raises(DigitlabError, match=r"train-images-idx3-ubyte\.gz is not a gzip file"):
+        read_idx(p)
+
+
+def test_read_idx_truncated_gzip(tmp_path):
+    p = tmp_path / "t-idx3-ubyte.gz"
+    p.write_bytes(gzip.compress(idx_bytes(np.ones((50, 28, 28), np.uint8)))[:-30])
+    with pytest.raises(DigitlabError, match=r"t-idx3-ubyte\.gz is (truncated|a corrupt gzip)"):
+        read_idx(p)
+
+
+def test_read_idx_corrupt_gzip(tmp_path):
+    good = bytearray(gzip.compress(idx_bytes(np.arange(4000, dtype=np.uint8).reshape(10, 20, 20) % 7)))
+    good[20:40] = b"\xff" * 20
+    p = tmp_path / "c-idx3-ubyte.gz"
+    p.write_bytes(bytes(good))
+    with pytest.raises(DigitlabError, match=r"c-idx3-ubyte\.gz"):
+        read_idx(p)
+
+
+def test_read_idx_missing_file(tmp_path):
+    with pytest.raises(DigitlabError, match="cannot read"):
+        read_idx(tmp_path / "nope")
+
+
+# --- loading ----------------------------------------------------------------------------
+
+
+def test_load_tiny_mnist(tmp_path, isolated_data_env):
+    arrays = tiny_mnist(tmp_path / "d")
+    data = load_dataset("mnist", tmp_path / "d", download=False)
+    assert data.train_x.shape == (12, 1, 28, 28) and data.train_x.dtype == torch.uint8
+    assert data.test_x.shape == (5, 1, 28, 28)
+    assert data.train_y.dtype == torch.int64
+    np.testing.assert_array_equal(data.train_x[:, 0].numpy(), arrays[STEMS[0]])
+    assert data.classes == [str(i) for i in range(10)]
+    assert data.mean == (0.1307,) and data.std == (0.3081,)
+    assert data.source == str(tmp_path / "d")
+
+
+def test_load_fashion_uses_same_reader(tmp_path, isolated_data_env):
+    tiny_mnist(tmp_path / "fashion-mnist", gz=False)
+    data = load_dataset("fashion-mnist", tmp_path, download=False)
+    assert data.classes[0] == "T-shirt/top" and data.classes[9] == "Ankle boot"
+    assert data.mean == (0.2860,) and data.std == (0.3530,)
+
+
+def test_mismatched_counts(tmp_path, isolated_data_env):
+    tiny_mnist(tmp_path)
+    write_idx(tmp_path / (STEMS[1] + ".gz"), np.zeros(11, np.uint8))
+    with pytest.raises(DigitlabError, match="12 images but .* 11 labels"):
+        load_dataset("mnist", tmp_path, download=False)
+
+
+def test_labels_out_of_range(tmp_path, isolated_data_env):
+    tiny_mnist(tmp_path)
+    write_idx(tmp_path / (STEMS[3] + ".gz"), np.full(5, 12, np.uint8))
+    with pytest.raises(DigitlabError, match=r"labels must be in 0\.\.9"):
+        load_dataset("mnist", tmp_path, download=False)
+
+
+def test_grayscale_and_resize_options(tmp_path, isolated_data_env):
+    tiny_mnist(tmp_path)
+    data = load_dataset("mnist", tmp_path, download=False, grayscale=False, image_size=32)
+    assert data.train_x.shape == (12, 3, 32, 32) and data.train_x.dtype == torch.uint8
+    assert len(data.mean) == 3 and data.mean != (0.1307,) * 3  # recomputed after conversion
+
+
+def test_val_fraction(tmp_path, isolated_data_env):
+    tiny_mnist(tmp_path, n_train=20)
+    data = load_dataset("mnist", tmp_path, download=False, val_fraction=0.25)
+    assert data.train_x.shape[0] == 15 and data.test_x.shape[0] == 5
+    with pytest.raises(DigitlabError, match="validation fraction"):
+        load_dataset("mnist", tmp_path, download=False, val_fraction=1.5)
+
+
+def test_unknown_dataset_lists_names():
+    with pytest.raises(DigitlabError) as exc:
+        load_dataset("mnsit")
+    msg = str(exc.value)
+    assert "mnsit" in msg and all(n in msg for n in list_datasets()) and "folder" in msg
+
+
+def test_names_are_forgiving(tmp_path, isolated_data_env):
+    tiny_mnist(tmp_path / "FashionMNIST" / "raw")
+    assert load_dataset("Fashion_MNIST", tmp_path, download=False).name == "fashion-mnist"
+
+
+# --- locate -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sub", ["", "mnist", "MNIST/raw"])
+def test_layouts(tmp_path, isolated_data_env, sub):
+    tiny_mnist(tmp_path / sub if sub else tmp_path)
+    files = find_idx_files("mnist", tmp_path)
+    assert files is not None and files["train_images"].parent == (tmp_path / sub if sub else tmp_path)
+
+
+def test_prefers_uncompressed_and_accepts_dotted_names(tmp_path, isolated_data_env):
+    tiny_mnist(tmp_path, gz=True)
+    tiny_mnist(tmp_path, gz=False)
+    assert find_idx_files("mnist", tmp_path)["train_images"].name == STEMS[0]
+    other = tmp_path / "dotted"
+    other.mkdir()
+    for stem in STEMS:
+        (tmp_path / (stem + ".gz")).rename(other / (stem.replace("-idx", ".idx") + ".gz"))
+    assert find_idx_files("mnist", other)["test_labels"].name == "t10k-labels.idx1-ubyte.gz"
+
+
+def test_search_order(tmp_path, isolated_data_env, monkeypatch):
+    tiny_mnist(tmp_path / "env" / "mnist", n_train=3)
+    tiny_mnist(isolated_data_env / "mnist", n_train=4)
+    assert load_dataset("mnist", download=False).train_x.shape[0] == 4  # the cache
+    monkeypatch.setenv("DIGITLAB_DATA", str(tmp_path / "env"))
+    assert load_dataset("mnist", download=False).train_x.shape[0] == 3  # $DIGITLAB_DATA before the cache
+    tiny_mnist(tmp_path / "arg", n_train=5)
+    assert load_dataset("mnist", tmp_path / "arg", download=False).train_x.shape[0] == 5  # argument first
+    assert search_roots(tmp_path / "arg")[:2] == [tmp_path / "arg", tmp_path / "env"]
+
+
+def test_mnist_and_fashion_folders_are_not_confused(tmp_path, isolated_data_env):
+    tiny_mnist(tmp_path / "mnist")
+    assert find_idx_files("fashion-mnist", tmp_path / "mnist") is None
+    assert find_idx_files("mnist", tmp_path / "mnist") is not None
+
+
+def test_download_dir(tmp_path, isolated_data_env):
+    assert download_dir("mnist", tmp_path / "data") == tmp_path / "data" / "mnist"
+    assert download_dir("mnist", tmp_path / "mnist") == tmp_path / "mnist"
+    assert download_dir("cifar10") == isolated_data_env / "cifar10"
+
+
+def test_missing_files_without_download_says_what_to_put_where(tmp_path, isolated_data_env):
+    with pytest.raises(DigitlabError) as exc:
+        load_dataset("mnist", tmp_path / "empty", download=False)
+    msg = str(exc.value)
+    for stem in STEMS:
+        assert stem + ".gz" in msg
+    assert str(tmp_path / "empty") in msg and str(isolated_data_env) in msg
+
+
+# --- the real thing ---------------------------------------------------------------------
+
+
+def test_real_mnist(mnist_dir, isolated_data_env):
+    t0 = time.perf_counter()
+    data = load_dataset("mnist", mnist_dir, download=False)
+    seconds = time.perf_counter() - t0
+    assert data.train_x.shape == (60000, 1, 28, 28) and data.test_x.shape == (10000, 1, 28, 28)
+    assert data.train_x.dtype == torch.uint8 and data.train_y.dtype == torch.int64
+    assert int(data.train_y.min()) == 0 and int(data.train_y.max()) == 9
+    assert set(data.test_y.unique().tolist()) == set(range(10))
+    assert abs(data.train_x.float().mean().item() / 255 - 0.1307) < 1e-3
+    assert seconds < 10, f"loading MNIST took {seconds:.1f}s"
+
+
+def test_real_mnist_from_parent_dir(mnist_dir, isolated_data_env):
+    if mnist_dir.name != "mnist":
+        pytest.skip("the MNIST folder is not named mnist/")
+    assert load_dataset("mnist", mnist_dir.parent, download=False).test_x.shape[0] == 10000
