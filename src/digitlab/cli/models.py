@@ -1,3 +1,71 @@
-"""`digitlab models` (being written)."""
+"""`digitlab models` (the registry as a table) and `digitlab summary MODEL` (layer by layer)."""
 
-from digitlab.cli.app import app  # noqa: F401
+from __future__ import annotations
+
+import inspect
+import re
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from digitlab.cli.app import app
+from digitlab.errors import DigitlabError, unknown_name
+from digitlab.models import create_model, list_models
+
+# Input shapes for `summary --dataset`, so the summary needs no dataset files: (channels, size).
+DATASET_SHAPES = {"mnist": (1, 28), "fashion-mnist": (1, 28), "cifar10": (3, 32), "digits": (1, 8)}
+
+
+def natural_shape(fn) -> tuple[int, int]:
+    """(channels, image size) a constructor defaults to: MNIST for digit models, CIFAR for cifar-net/vgg."""
+    params = inspect.signature(fn).parameters
+    return params["in_channels"].default, params["image_size"].default
+
+
+def count_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """List the registered models with their parameter counts at their natural input size."""
+    table = Table(title="digitlab models")
+    table.add_column("name", style="bold cyan")
+    table.add_column("description")
+    table.add_column("input", justify="right")
+    table.add_column("parameters", justify="right")
+    for info in list_models():
+        c, s = natural_shape(info.fn)
+        table.add_row(info.name, info.description, f"{c}x{s}x{s}", f"{count_params(info.fn()):,}")
+    Console().print(table)
+
+
+@app.command("summary")
+def summary_cmd(
+    model: str = typer.Argument(..., help="registry name (see `digitlab models`)"),
+    dataset: str = typer.Option("mnist", help="input shape of this dataset: mnist, fashion-mnist, cifar10, digits"),
+    channels: int | None = typer.Option(None, help="override the input channels"),
+    image_size: int | None = typer.Option(None, help="override the (square) input size"),
+    num_classes: int = typer.Option(10, help="number of output classes"),
+) -> None:
+    """Print a model's layers with output shapes, parameters and mult-adds (torchinfo)."""
+    from torchinfo import summary  # only this command needs it
+
+    if dataset not in DATASET_SHAPES:
+        raise unknown_name("dataset", dataset, list(DATASET_SHAPES))
+    c, s = DATASET_SHAPES[dataset]
+    c, s = channels or c, image_size or s
+    if c < 1 or s < 1 or num_classes < 1:
+        raise DigitlabError("--channels, --image-size and --num-classes must be positive")
+    net = create_model(model, num_classes=num_classes, in_channels=c, image_size=s)
+    result = summary(
+        net,
+        input_size=(1, c, s, s),
+        col_names=("output_size", "num_params", "mult_adds"),
+        verbose=0,
+        device="cpu",
+    )
+    print(f"{model} on {c}x{s}x{s} input, {num_classes} classes")
+    # torchinfo 1.8 on Python 3.11 prints its unit enum as "(Units.MEGABYTES)"; show "(M)".
+    print(re.sub(r"\(Units\.(\w)\w*\)", r"(\1)", str(result)))

@@ -1,0 +1,94 @@
+"""Training curves, confusion matrices and bar charts as PNG files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure  # the object API: no pyplot global state, no GUI backend
+from matplotlib.ticker import MaxNLocator
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def _series(history: list[dict], key: str) -> tuple[list, list]:
+    # Rows may lack a test value (evaluated every N epochs only): plot the points that exist.
+    pts = [(row["epoch"], row[key]) for row in history if row.get(key) is not None]
+    return [e for e, _ in pts], [v for _, v in pts]
+
+
+def plot_curves(history: list[dict], path: str | Path) -> Path:
+    """Loss and accuracy per epoch for train and test, side by side (seed 001's figure).
+
+    Args:
+        history: one dict per epoch with keys epoch, train_loss, train_acc, test_loss,
+            test_acc (and time, unused here); missing or None values are skipped.
+        path: PNG to write.
+    """
+    fig = Figure(figsize=(10, 3.5), dpi=100)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for ax, metric, name in ((ax_loss, "loss", "Loss"), (ax_acc, "acc", "Accuracy")):
+        for split, style in (("train", "o-"), ("test", "s-")):
+            x, y = _series(history, f"{split}_{metric}")
+            if x:
+                ax.plot(x, y, style, label=f"{split} {metric}", markersize=4)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"Training and test {name.lower()}")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper right" if metric == "loss" else "lower right")
+    return _save(fig, path)
+
+
+def plot_confusion(cm, classes: list[str], path: str | Path) -> Path:
+    """A confusion matrix (rows: true class, columns: predicted) with the count in each cell."""
+    cm = np.asarray(cm)
+    k = len(classes)
+    size = max(4.0, 0.5 * k + 1.5)
+    fig = Figure(figsize=(size + 1, size), dpi=100)
+    ax = fig.subplots()
+    im = ax.imshow(cm, cmap="Blues", interpolation="nearest")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    long_names = max(map(len, classes), default=1) > 2  # "airplane", not "7": slant them
+    ax.set_xticks(range(k), classes, rotation=45 if long_names else 0, ha="right" if long_names else "center")
+    ax.set_yticks(range(k), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("Confusion matrix")
+    threshold = cm.max() / 2 if cm.size else 0
+    fontsize = 8 if k <= 12 else 6
+    for i in range(k):
+        for j in range(k):
+            if cm[i, j]:
+                ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=fontsize,
+                        color="white" if cm[i, j] > threshold else "black")
+    return _save(fig, path)
+
+
+def plot_bars(
+    table: dict[str, dict[str, float]], path: str | Path, *, title: str = "", ylabel: str = "accuracy"
+) -> Path:
+    """Grouped bars: one group per outer key (e.g. model), one bar per inner key (e.g. condition)."""
+    groups = list(table)
+    bars = list(dict.fromkeys(k for row in table.values() for k in row))
+    x = np.arange(len(groups))
+    width = 0.8 / max(1, len(bars))
+    fig = Figure(figsize=(1.8 * len(groups) + 2, 3.5), dpi=100)
+    ax = fig.subplots()
+    for b, name in enumerate(bars):
+        values = [table[g].get(name, np.nan) for g in groups]
+        rects = ax.bar(x + (b - (len(bars) - 1) / 2) * width, values, width, label=name)
+        ax.bar_label(rects, fmt="%.3f", fontsize=8)
+    ax.set_xticks(x, groups)
+    ax.set_ylabel(ylabel)
+    if all(v <= 1 for row in table.values() for v in row.values()):
+        ax.set_ylim(0, 1.25)  # fractions: room above 1.0 for the labels and legend
+    ax.set_title(title)
+    ax.legend(loc="upper center", ncols=len(bars), fontsize=8)
+    return _save(fig, path)
