@@ -16,7 +16,9 @@ from digitlab.cli import bench, data, experiment, models, predict, serve, train 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning DigitlabError into a one-line message and exit code 2."""
     try:
-        app(args=argv, prog_name="digitlab", standalone_mode=False)
+        rc = app(args=argv, prog_name="digitlab", standalone_mode=False)
+        # With standalone_mode=False, click returns typer.Exit's code instead of raising it.
+        return rc if isinstance(rc, int) else 0
     except DigitlabError as exc:
         Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
         return 2
@@ -36,4 +38,3 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, click.exceptions.Abort):
             return 130
         raise
-    return 0

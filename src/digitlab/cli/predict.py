@@ -1,3 +1,165 @@
-"""`digitlab predict` (being written)."""
+"""`digitlab predict IMAGE...`: read the digits (or classes) in image files.
 
-from digitlab.cli.app import app  # noqa: F401
+Files, folders (searched recursively for images) and glob patterns; the model calls are
+batched across files. A file that cannot be read gets its own error line and the others
+are still read; the exit code is 1 if any file failed, 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from digitlab.cli.app import app
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+GLOB_CHARS = set("*?[")
+
+
+def expand_inputs(items: list[str]) -> list[str]:
+    """Files as given, folders as their images (recursively, sorted), globs as their matches.
+
+    A path that does not exist and matches nothing is kept, so it is reported as an error.
+    """
+    out: list[str] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+        elif not p.exists() and GLOB_CHARS & set(item):
+            matches = sorted(glob.glob(item, recursive=True))
+            files = [m for m in matches if Path(m).is_file()]
+            for m in matches:
+                if Path(m).is_dir():
+                    files += expand_inputs([m])
+            out += files if files else [item]
+        else:
+            out.append(item)
+    return out
+
+
+def _format_top(items) -> str:
+    if len(items) == 1:
+        return "  ".join(f"{lab} {p:.1%}" for lab, p in items[0].top_k)
+    return "  ".join(f"{it.label} {it.probability:.0%}" for it in items)
+
+
+def print_table(preds, console: Console, model_info: dict) -> None:
+    table = Table(title=f"digitlab predict ({model_info['name']}, {model_info['task']})", show_lines=False)
+    table.add_column("image", overflow="fold")
+    table.add_column("result", style="bold")
+    table.add_column("probability", justify="right")
+    table.add_column("top-k / per digit")
+    table.add_column("status")
+    for p in preds:
+        if p.status == "error":
+            table.add_row(p.source, "", "", f"[red]{p.error}[/]", "[bold red]error[/]")
+            continue
+        if p.status == "empty":
+            table.add_row(p.source, "-", "", "no digit found", "[yellow]empty[/]")
+            continue
+        prob = min(it.probability for it in p.items)  # a number is as sure as its least sure digit
+        style = "[yellow]uncertain[/]" if p.status == "uncertain" else "[green]ok[/]"
+        table.add_row(p.source, p.text, f"{prob:.1%}", _format_top(p.items), style)
+    console.print(table)
+
+
+def explain_path(out: Path, index: int, source: str, many: bool) -> Path:
+    """OUT.png for one image; OUT_<i>_<name>.png for each of many."""
+    if not many:
+        return out
+    stem = Path(source).stem or "image"
+    return out.with_name(f"{out.stem}_{index:03d}_{stem}{out.suffix or '.png'}")
+
+
+def save_explanation(pred, path: Path, classes: list[str]) -> None:
+    """The original image (boxes drawn), each 28x28 model input, and its probability bars, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from digitlab.inference.image import load_image
+
+    original = load_image(pred.source)
+    n = max(1, len(pred.items))
+    fig, axes = plt.subplots(2, n + 1, figsize=(2.6 * (n + 1), 5.2), squeeze=False,
+                             gridspec_kw={"height_ratios": [1, 1]})
+    ax = axes[0][0]
+    ax.imshow(np.asarray(original.convert("RGB")))
+    for it in pred.items:
+        if it.box is not None:
+            l, t, r, b = it.box
+            ax.add_patch(plt.Rectangle((l, t), r - l, b - t, fill=False, color="red", linewidth=1.5))
+    ax.set_title(f"{Path(pred.source).name}\n-> {pred.text if pred.text is not None else 'no digit found'}", fontsize=9)
+    ax.axis("off")
+    axes[1][0].axis("off")
+    for k in range(n):
+        img_ax, bar_ax = axes[0][k + 1], axes[1][k + 1]
+        if k >= len(pred.items):
+            img_ax.axis("off")
+            bar_ax.axis("off")
+            continue
+        it = pred.items[k]
+        img_ax.imshow(it.input_image, cmap="gray", vmin=0, vmax=255)
+        img_ax.set_title(f"model input: {it.label} ({it.probability:.0%})", fontsize=9)
+        img_ax.axis("off")
+        colors = ["tab:red" if i == it.index else "tab:blue" for i in range(len(it.probs))]
+        bar_ax.barh(range(len(it.probs)), it.probs, color=colors)
+        bar_ax.set_yticks(range(len(classes)), classes, fontsize=7)
+        bar_ax.invert_yaxis()
+        bar_ax.set_xlim(0, 1)
+        bar_ax.set_xlabel("probability", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+@app.command()
+def predict(
+    images: List[str] = typer.Argument(..., help="Image files, folders (searched recursively) or glob patterns."),
+    model: Optional[str] = typer.Option(None, "--model", help="A checkpoint or run folder (default: the shipped digit model)."),
+    top_k: int = typer.Option(3, "--top-k", min=1, help="How many best classes to list."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
+    single: bool = typer.Option(False, "--single", help="Read all ink as one digit (no multi-digit segmentation)."),
+    explain: Optional[Path] = typer.Option(None, "--explain", help="Save original, model input(s) and probabilities to this PNG."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Digits per model call."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N, mps."),
+) -> None:
+    """Read handwritten digits (or classify images) in files, folders and globs."""
+    from digitlab.inference.predictor import Predictor
+
+    predictor = Predictor.load(model, device=device)
+    sources = expand_inputs(images)
+    console, err = Console(), Console(stderr=True, soft_wrap=True)  # one line per error, greppable
+    if not sources:
+        err.print("[bold red]error:[/] no images found")
+        raise SystemExit(1)
+    preds = predictor.predict_many(sources, top_k=top_k, multi=not single, batch_size=batch_size)
+    if as_json:
+        typer.echo(json.dumps([p.to_dict() for p in preds], indent=2))
+    else:
+        print_table(preds, console, predictor.info)
+    failed = [p for p in preds if p.status == "error"]
+    for p in failed:
+        err.print(f"[bold red]error:[/] {p.error}", highlight=False)
+    if explain is not None:
+        for i, p in enumerate(preds):
+            if p.status == "error":
+                continue
+            path = explain_path(explain, i, p.source, many=len(preds) > 1)
+            save_explanation(p, path, predictor.classes)
+            if not as_json:
+                console.print(f"explanation: {path}")
+    if failed:
+        # SystemExit, not typer.Exit: under standalone_mode=False click turns typer.Exit
+        # into a return value that digitlab.cli.main does not pass on.
+        raise SystemExit(1)

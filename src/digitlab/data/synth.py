@@ -1,0 +1,257 @@
+"""Realistic handwriting the model has not seen as it is: MNIST *test* digits re-rendered.
+
+Three kinds, each a folder of image files plus ``manifest.csv`` (file, label, kind):
+
+- ``photo``: a phone photo of a digit written on paper: dark ink on light, unevenly lit
+  (gradient and vignette), enlarged to 200-400 px, off-centre, slightly rotated, blurred,
+  noisy, JPEG-compressed, RGB.
+- ``canvas``: a digit drawn with a mouse or pen on a 280 px browser canvas: the digit's
+  skeleton redrawn with a thin to thick brush, black on white, or black or white strokes
+  on a transparent background (RGBA PNG, as ``canvas.toBlob`` gives).
+- ``number``: 2-5 digits in a row, a written number, photographed like ``photo``; gaps
+  of 0.1-0.5x the digit height, and one gap in seven 0.01-0.08x (nearly touching; with
+  blur and thick pens some do touch).
+
+Everything is drawn from a seed, one generator per image, so image i is the same whatever
+the count.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage as ndi
+
+KINDS = ("photo", "canvas", "number")
+MANIFEST = "manifest.csv"
+
+
+@dataclass
+class Sample:
+    image: Image.Image
+    label: str  # "7", or "2024" for a number
+    kind: str
+    ext: str  # file extension to save as
+
+
+# ---------------------------------------------------------------------------------------
+# ink shapes
+
+
+def _ink(digit: np.ndarray, height: int) -> np.ndarray:
+    """An MNIST digit (28, 28) uint8 -> float ink (h, w) in [0, 1], cropped and scaled to ``height`` px tall."""
+    a = digit.astype(np.float32) / 255.0
+    rows, cols = np.flatnonzero(a.max(1) > 0.1), np.flatnonzero(a.max(0) > 0.1)
+    a = a[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    scale = height / a.shape[0]
+    size = (max(2, round(a.shape[1] * scale)), height)
+    big = np.asarray(Image.fromarray(a, mode="F").resize(size, Image.Resampling.BICUBIC))
+    big = ndi.gaussian_filter(big, sigma=0.4 * scale)  # round off the 28-px staircase: pens draw curves
+    return np.clip(big, 0.0, 1.0)
+
+
+def _pen(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Crisp pen strokes from a blurry enlarged digit: a steep ramp at a random level (thinner or thicker)."""
+    level = rng.uniform(0.3, 0.65)
+    return np.clip((ink - level) / 0.12 + 0.5, 0.0, 1.0)
+
+
+def _thin(mask: np.ndarray) -> np.ndarray:
+    """Zhang-Suen thinning: the one-pixel skeleton of a binary shape (vectorised)."""
+    m = np.pad(mask.astype(np.uint8), 1)
+    while True:
+        changed = False
+        for step in (0, 1):
+            p2, p3, p4 = m[:-2, 1:-1], m[:-2, 2:], m[1:-1, 2:]
+            p5, p6, p7 = m[2:, 2:], m[2:, 1:-1], m[2:, :-2]
+            p8, p9 = m[1:-1, :-2], m[:-2, :-2]
+            ring = [p2, p3, p4, p5, p6, p7, p8, p9, p2]
+            b = sum(ring[:8])
+            a = sum(((ring[i] == 0) & (ring[i + 1] == 1)).astype(np.uint8) for i in range(8))
+            if step == 0:
+                c1, c2 = p2 * p4 * p6, p4 * p6 * p8
+            else:
+                c1, c2 = p2 * p4 * p8, p2 * p6 * p8
+            delete = (m[1:-1, 1:-1] == 1) & (b >= 2) & (b <= 6) & (a == 1) & (c1 == 0) & (c2 == 0)
+            if delete.any():
+                m[1:-1, 1:-1][delete] = 0
+                changed = True
+        if not changed:
+            return m[1:-1, 1:-1].astype(bool)
+
+
+def _brush(ink: np.ndarray, radius: float) -> np.ndarray:
+    """Redraw a digit along its skeleton with a round brush of ``radius`` px, anti-aliased."""
+    skeleton = _thin(ink > 0.4)
+    pad = int(np.ceil(radius)) + 2
+    dist = ndi.distance_transform_edt(~np.pad(skeleton, pad))
+    return np.clip(radius + 0.5 - dist, 0.0, 1.0)
+
+
+def _place(canvas_hw: tuple[int, int], ink: np.ndarray, rng: np.random.Generator, margin: float) -> np.ndarray:
+    """Ink pasted at a random position on an empty (H, W) field, ``margin`` of the field kept free."""
+    H, W = canvas_hw
+    h, w = ink.shape
+    out = np.zeros((H, W), dtype=np.float32)
+    my, mx = int(margin * H), int(margin * W)
+    top = int(rng.integers(my, max(my, H - h - my) + 1)) if H - h - 2 * my > 0 else max(0, (H - h) // 2)
+    left = int(rng.integers(mx, max(mx, W - w - mx) + 1)) if W - w - 2 * mx > 0 else max(0, (W - w) // 2)
+    hh, ww = min(h, H - top), min(w, W - left)
+    out[top : top + hh, left : left + ww] = ink[:hh, :ww]
+    return out
+
+
+def _rotate(ink: np.ndarray, degrees: float) -> np.ndarray:
+    return np.clip(ndi.rotate(ink, degrees, reshape=False, order=1, mode="constant"), 0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------
+# a photo of paper
+
+
+def _photograph(ink: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """Ink (H, W) on paper under uneven light, through a cheap camera: an RGB JPEG-decoded image."""
+    H, W = ink.shape
+    paper = rng.uniform(0.7, 0.97) * np.array([1.0, rng.uniform(0.95, 1.0), rng.uniform(0.85, 1.0)])
+    pen = rng.choice([np.array([0.08, 0.08, 0.1]), np.array([0.1, 0.12, 0.45]), np.array([0.25, 0.25, 0.25])])
+    pen = pen * rng.uniform(0.5, 1.2)
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    yy, xx = yy / H - 0.5, xx / W - 0.5
+    angle = rng.uniform(0, 2 * np.pi)
+    gradient = 1.0 - rng.uniform(0.0, 0.45) * (0.5 + np.cos(angle) * xx + np.sin(angle) * yy)
+    cy, cx = rng.uniform(-0.3, 0.3, size=2)
+    vignette = 1.0 - rng.uniform(0.0, 0.5) * ((xx - cx) ** 2 + (yy - cy) ** 2) / 0.5
+    light = np.clip(gradient * vignette, 0.2, 1.0)[..., None]
+    rgb = light * (paper * (1.0 - ink[..., None]) + pen * ink[..., None])
+    sigma = rng.uniform(0.3, 1.8)
+    rgb = ndi.gaussian_filter(rgb, sigma=(sigma, sigma, 0))
+    rgb = rgb + rng.normal(0.0, rng.uniform(0.005, 0.05), size=rgb.shape)
+    img = Image.fromarray(np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8), mode="RGB")
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=int(rng.integers(35, 92)))
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def photo(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """A phone photo of one digit written on paper."""
+    H, W = int(rng.integers(200, 401)), int(rng.integers(200, 401))
+    ink = _pen(_ink(digit, int(rng.uniform(0.35, 0.75) * min(H, W))), rng)
+    ink = _rotate(np.pad(ink, 8), rng.uniform(-12, 12))
+    return _photograph(_place((H, W), ink, rng, margin=0.04), rng)
+
+
+def canvas(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """A digit drawn on a 280 px browser canvas with a mouse or pen, thin to thick brush."""
+    size = 280
+    height = int(rng.uniform(0.45, 0.85) * size)
+    radius = float(rng.choice([rng.uniform(1.5, 3.0), rng.uniform(3.0, 9.0), rng.uniform(9.0, 15.0)]))
+    ink = _ink(digit, height)
+    if ink.shape[1] > 0.85 * size:  # a wide digit: shrink it to fit, as a person would draw it
+        ink = _ink(digit, int(height * 0.85 * size / ink.shape[1]))
+    stroke = _brush(ink, radius)
+    stroke = _rotate(stroke, rng.uniform(-8, 8))
+    stroke = _place((size, size), stroke, rng, margin=0.02)
+    style = rng.choice(["black-on-white", "white-on-transparent", "black-on-transparent"])
+    v = np.round(stroke * 255).astype(np.uint8)
+    if style == "black-on-white":
+        return Image.fromarray(255 - v, mode="L").convert("RGB")
+    color = 255 if style == "white-on-transparent" else 0
+    rgba = np.zeros((size, size, 4), dtype=np.uint8)
+    rgba[..., :3] = color
+    rgba[..., 3] = v
+    return Image.fromarray(rgba, mode="RGBA")
+
+
+def number(digits: list[np.ndarray], rng: np.random.Generator) -> Image.Image:
+    """A row of digits written on paper and photographed: gaps from nearly touching to wide."""
+    height = int(rng.integers(60, 130))
+    inks = [_pen(_ink(d, int(height * rng.uniform(0.85, 1.1))), rng) for d in digits]
+    gaps = [
+        int(height * (rng.uniform(0.01, 0.08) if rng.random() < 0.15 else rng.uniform(0.1, 0.5)))
+        for _ in inks[1:]
+    ]
+    row_h = max(i.shape[0] for i in inks) + height // 4
+    row_w = sum(i.shape[1] for i in inks) + sum(gaps)
+    row = np.zeros((row_h, row_w), dtype=np.float32)
+    x = 0
+    for k, ink in enumerate(inks):
+        top = int(rng.integers(0, row_h - ink.shape[0] + 1))  # a wavering baseline
+        row[top : top + ink.shape[0], x : x + ink.shape[1]] = np.maximum(
+            row[top : top + ink.shape[0], x : x + ink.shape[1]], ink
+        )
+        x += ink.shape[1] + (gaps[k] if k < len(gaps) else 0)
+    row = _rotate(np.pad(row, 10), rng.uniform(-5, 5))
+    H = int(row.shape[0] * rng.uniform(1.3, 2.5))
+    W = int(row.shape[1] * rng.uniform(1.1, 1.4))
+    return _photograph(_place((H, W), row, rng, margin=0.03), rng)
+
+
+# ---------------------------------------------------------------------------------------
+# a whole test set
+
+
+def make_sample(kind: str, images: np.ndarray, labels: np.ndarray, seed: int, i: int) -> Sample:
+    """Sample ``i`` of a kind: its own generator, so it does not depend on how many are made."""
+    rng = np.random.default_rng([seed, KINDS.index(kind), i])
+    if kind == "number":
+        idx = rng.integers(0, len(images), size=int(rng.integers(2, 6)))
+        label = "".join(str(int(labels[j])) for j in idx)
+        return Sample(number([images[j] for j in idx], rng), label, kind, "jpg")
+    j = int(rng.integers(0, len(images)))
+    if kind == "photo":
+        return Sample(photo(images[j], rng), str(int(labels[j])), kind, "jpg")
+    if kind == "canvas":
+        return Sample(canvas(images[j], rng), str(int(labels[j])), kind, "png")
+    raise ValueError(f"unknown kind {kind!r}; choose one of {KINDS}")
+
+
+def generate(
+    out_dir: str | Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    kind: str,
+    count: int,
+    seed: int = 0,
+) -> Path:
+    """Write ``count`` samples of ``kind`` into ``out_dir/kind/`` with a manifest; return the manifest path.
+
+    Args:
+        out_dir: folder to write into (created).
+        images: MNIST test digits, uint8 (N, 28, 28) or (N, 1, 28, 28).
+        labels: their labels (N,).
+        kind: ``photo``, ``canvas`` or ``number``.
+        count: how many images.
+        seed: the same seed gives the same files.
+    """
+    images = np.asarray(images).reshape(-1, 28, 28)
+    labels = np.asarray(labels).reshape(-1)
+    folder = Path(out_dir) / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(count):
+        s = make_sample(kind, images, labels, seed, i)
+        name = f"{kind}_{i:05d}_{s.label}.{s.ext}"
+        if s.ext == "jpg":
+            s.image.save(folder / name, quality=95)  # already JPEG-degraded; store it nearly as is
+        else:
+            s.image.save(folder / name)
+        rows.append((name, s.label, kind))
+    manifest = folder / MANIFEST
+    with manifest.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(("file", "label", "kind"))
+        w.writerows(rows)
+    return manifest
+
+
+def read_manifest(path: str | Path) -> list[tuple[Path, str]]:
+    """(file path, label) pairs from a manifest written by ``generate``."""
+    path = Path(path)
+    with path.open(newline="") as f:
+        return [(path.parent / r["file"], r["label"]) for r in csv.DictReader(f)]

@@ -1,0 +1,314 @@
+"""Read digits (or classify images) with a trained checkpoint: what the CLI and the web app call.
+
+``Predictor.load`` rebuilds the model once; ``predict`` runs one image through
+``digitlab.inference.preprocess`` and the model; ``predict_many`` does the same for many
+files with the model calls batched across files. Problems with one file (unreadable,
+too large) become a ``Prediction`` with ``status="error"``, never an exception.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from digitlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from digitlab.errors import DigitlabError
+from digitlab.inference.image import load_image
+from digitlab.inference.preprocess import generic_image, normalize, preprocess_digits
+
+UNCERTAIN_BELOW = 0.6  # a top probability under this is flagged as uncertain
+SPLIT_BELOW = 0.8  # a wide digit read with less confidence than this is read as two touching
+HALVES_ABOVE = 0.7  # digits instead when both halves are read with more than this (and than the whole)
+# (label smoothing 0.1 caps a confident digit near 0.9, hence these levels)
+DEFAULT_MODEL = "default.pt"  # the shipped model, in digitlab/assets/
+DIGIT_CLASSES = [str(i) for i in range(10)]
+
+
+@dataclass
+class DigitPrediction:
+    """One recognised digit (or, for image models, the one class of the whole image)."""
+
+    label: str  # the class name: "7", or "cat" for an image model
+    index: int  # its class index
+    probability: float
+    probs: list[float]  # every class, in class order
+    top_k: list[tuple[str, float]]  # the k most likely (label, probability), best first
+    box: tuple[int, int, int, int] | None  # (left, top, right, bottom) in the original image; None for image models
+    uncertain: bool  # probability < UNCERTAIN_BELOW
+    input_image: np.ndarray | None = None  # uint8 (H, W) or (H, W, 3): exactly what the model saw
+
+    def to_dict(self, include_input: bool = False) -> dict:
+        d = {
+            "label": self.label,
+            "index": self.index,
+            "probability": round(self.probability, 6),
+            "probs": [round(p, 6) for p in self.probs],
+            "top_k": [{"label": lab, "probability": round(p, 6)} for lab, p in self.top_k],
+            "box": list(self.box) if self.box is not None else None,
+            "uncertain": self.uncertain,
+        }
+        if include_input:
+            d["input_image"] = png_data_url(self.input_image) if self.input_image is not None else None
+        return d
+
+
+@dataclass
+class Prediction:
+    """The answer for one image."""
+
+    source: str  # the file name, or "<image>" / "<bytes>"
+    status: str  # "ok" | "uncertain" | "empty" (no digit found) | "error"
+    text: str | None  # "2024", "7", a class name; None when empty or on error
+    items: list[DigitPrediction] = field(default_factory=list)  # one per digit, left to right
+    error: str | None = None
+    elapsed_ms: float = 0.0
+
+    def to_dict(self, include_input: bool = False) -> dict:
+        """JSON-ready; the model's input images as PNG data URLs when ``include_input``."""
+        return {
+            "source": self.source,
+            "status": self.status,
+            "text": self.text,
+            "items": [it.to_dict(include_input) for it in self.items],
+            "error": self.error,
+            "elapsed_ms": round(self.elapsed_ms, 3),
+        }
+
+
+def png_data_url(image: np.ndarray) -> str:
+    """A uint8 array as a ``data:image/png;base64,...`` URL (for JSON and the web page)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def default_model_path() -> Path:
+    """The shipped default model; a clear error if the package was installed without it."""
+    ref = resources.files("digitlab") / "assets" / DEFAULT_MODEL
+    if not ref.is_file():
+        raise DigitlabError(
+            f"the default model ({DEFAULT_MODEL}) is missing from this installation; "
+            "pass a checkpoint with --model, or train one with `digitlab train`"
+        )
+    return Path(str(ref))  # the package is installed as files (setuptools, editable or not)
+
+
+INFERENCE_KEYS = ("model_name", "model_args", "state_dict", "dataset", "task", "classes", "channels",
+                  "image_size", "mean", "std", "config", "epoch", "metrics")
+
+
+def slim_checkpoint(ckpt: dict, half: bool = True) -> dict:
+    """What inference needs from a checkpoint (no optimizer, scheduler, RNG or history).
+
+    ``half`` stores floating-point weights as float16, halving the file; loading copies them
+    back into the float32 model (the change in accuracy is far below run-to-run noise).
+    """
+    slim = {k: ckpt[k] for k in INFERENCE_KEYS if k in ckpt}
+    if half:
+        slim["state_dict"] = {
+            k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()
+        }
+    return slim
+
+
+def ship_default_model(checkpoint: str | Path, dest: str | Path | None = None) -> Path:
+    """Write a trained checkpoint, slimmed, as the package's default model (digitlab/assets/default.pt)."""
+    from digitlab.engine.checkpoint import save_checkpoint
+
+    dest = Path(dest) if dest is not None else Path(str(resources.files("digitlab") / "assets" / DEFAULT_MODEL))
+    path = save_checkpoint(dest, slim_checkpoint(load_checkpoint(checkpoint)))
+    path.chmod(0o644)  # a package file, readable by everyone (the atomic write creates it 0600)
+    return path
+
+
+def _source_name(image) -> str:
+    if isinstance(image, (str, Path)):
+        return str(image)
+    if isinstance(image, (bytes, bytearray)):
+        return "<bytes>"
+    return "<image>"
+
+
+@dataclass
+class _Prepared:
+    """One image after preprocessing, before the model: the model input and where it came from."""
+
+    source: str
+    x: torch.Tensor  # (N, C, H, W): the digits, then the halves of wide ones; N = 0 for a blank image
+    images: list[np.ndarray]  # one per row of x
+    boxes: list[tuple[int, int, int, int] | None]
+    ms: float
+    n_main: int = 0  # rows of x that are the digits as segmented
+    halves: dict[int, int] = field(default_factory=dict)  # digit index -> row of its first half
+
+
+class Predictor:
+    """A loaded model plus the preprocessing its checkpoint asks for."""
+
+    def __init__(self, model: torch.nn.Module, ckpt: dict, device: str | torch.device = "cpu"):
+        self.model = model
+        self.device = torch.device(device)
+        self.classes: list[str] = list(ckpt["classes"])
+        self.channels = int(ckpt["channels"])
+        self.image_size = int(ckpt["image_size"])
+        self.mean = tuple(float(m) for m in ckpt["mean"])
+        self.std = tuple(float(s) for s in ckpt["std"])
+        task = ckpt.get("task")
+        if task not in ("digits", "images"):
+            task = "digits" if self.channels == 1 and self.classes == DIGIT_CLASSES else "images"
+        self.task: str = task
+        metrics = ckpt.get("metrics") or {}
+        accuracy = metrics.get("test_acc", metrics.get("accuracy"))
+        self.info: dict = {
+            "name": ckpt["model_name"],
+            "classes": self.classes,
+            "task": self.task,
+            "channels": self.channels,
+            "image_size": self.image_size,
+            "accuracy": float(accuracy) if accuracy is not None else None,
+            "dataset": ckpt.get("dataset"),
+        }
+
+    @classmethod
+    def load(cls, checkpoint: str | Path | None = None, device: str = "cpu") -> "Predictor":
+        """Load a checkpoint (a file or a run folder); None loads the shipped default model.
+
+        Raises:
+            DigitlabError: missing or invalid checkpoint.
+        """
+        path = default_model_path() if checkpoint is None else checkpoint
+        ckpt = load_checkpoint(path)
+        model = model_from_checkpoint(ckpt, device)
+        return cls(model, ckpt, device)
+
+    # -- the two halves of a prediction -------------------------------------------------
+
+    def _prepare(self, image, multi: bool) -> _Prepared:
+        """Decode and preprocess one image. Raises DigitlabError for unreadable input."""
+        t0 = time.perf_counter()
+        source = _source_name(image)
+        img = image if isinstance(image, Image.Image) else load_image(image)
+        if self.task != "digits":
+            arr = generic_image(img, channels=self.channels, image_size=self.image_size)
+            x = normalize(arr, self.mean, self.std).unsqueeze(0)
+            return _Prepared(source, x, [arr], [None], (time.perf_counter() - t0) * 1000, n_main=1)
+        found = preprocess_digits(img, mean=self.mean, std=self.std, multi=multi, image_size=self.image_size)
+        rows, halves = list(found.digits), {}
+        for i, d in enumerate(found.digits):
+            if d.alternative and len(d.alternative) == 2:
+                halves[i] = len(rows)
+                rows += d.alternative
+        x = torch.stack([r.tensor for r in rows]) if rows else found.tensor
+        ms = (time.perf_counter() - t0) * 1000
+        return _Prepared(source, x, [r.image for r in rows], [r.box for r in rows], ms, len(found.digits), halves)
+
+    @torch.inference_mode()
+    def _probabilities(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Softmax probabilities (N, classes) for a batch of model inputs, in chunks."""
+        out = [
+            torch.softmax(self.model(x[i : i + batch_size].to(self.device)).float(), dim=1).cpu()
+            for i in range(0, x.shape[0], batch_size)
+        ]
+        return torch.cat(out) if out else torch.empty(0, len(self.classes))
+
+    def _result(self, prep: _Prepared, probs: torch.Tensor, top_k: int, model_ms: float) -> Prediction:
+        k = max(1, min(top_k, len(self.classes)))
+        read = []
+        for p, img, box in zip(probs, prep.images, prep.boxes):
+            best = torch.topk(p, k)
+            index = int(best.indices[0])
+            probability = float(best.values[0])
+            read.append(
+                DigitPrediction(
+                    label=self.classes[index],
+                    index=index,
+                    probability=probability,
+                    probs=[float(v) for v in p],
+                    top_k=[(self.classes[int(i)], float(v)) for v, i in zip(best.values, best.indices)],
+                    box=box,
+                    uncertain=probability < UNCERTAIN_BELOW,
+                    input_image=img,
+                )
+            )
+        items = []
+        for i, whole in enumerate(read[: prep.n_main]):
+            if i in prep.halves:  # a wide digit: one digit, or two touching ones?
+                a, b = read[prep.halves[i]], read[prep.halves[i] + 1]
+                if whole.probability < SPLIT_BELOW and min(a.probability, b.probability) > max(whole.probability, HALVES_ABOVE):
+                    items += [a, b]
+                    continue
+            items.append(whole)
+        elapsed = prep.ms + model_ms
+        if not items:
+            return Prediction(prep.source, "empty", None, [], None, elapsed)
+        text = "".join(it.label for it in items) if self.task == "digits" else items[0].label
+        status = "uncertain" if any(it.uncertain for it in items) else "ok"
+        return Prediction(prep.source, status, text, items, None, elapsed)
+
+    # -- public -----------------------------------------------------------------------
+
+    def predict(
+        self,
+        image: Image.Image | bytes | str | Path,
+        *,
+        top_k: int = 3,
+        multi: bool = True,
+        include_input: bool = False,
+    ) -> Prediction:
+        """Read one image: a PIL image, encoded bytes, or a path.
+
+        Args:
+            image: the input; bytes and paths go through ``load_image`` (safe decoding).
+            top_k: how many best classes each item lists.
+            multi: read a row of digits as a number; False reads all ink as one digit.
+            include_input: accepted for symmetry with ``Prediction.to_dict``; the model's
+                input image (28x28 uint8, tiny) is always on each item as ``input_image``,
+                and ``to_dict(include_input=True)`` puts it in the JSON.
+
+        Returns:
+            A ``Prediction``; unreadable input gives ``status="error"`` rather than an exception.
+        """
+        return self.predict_many([image], top_k=top_k, multi=multi)[0]
+
+    def predict_many(
+        self,
+        sources: list,
+        *,
+        top_k: int = 3,
+        multi: bool = True,
+        batch_size: int = 256,
+    ) -> list[Prediction]:
+        """Read many images with the model calls batched across them; one ``Prediction`` each, in order."""
+        prepared: list[_Prepared | Prediction] = []
+        for src in sources:
+            t0 = time.perf_counter()
+            try:
+                prepared.append(self._prepare(src, multi))
+            except Exception as exc:  # one bad file must not stop the others
+                msg = str(exc) if isinstance(exc, DigitlabError) else f"cannot process image ({type(exc).__name__}: {exc})"
+                ms = (time.perf_counter() - t0) * 1000
+                prepared.append(Prediction(_source_name(src), "error", None, [], msg, ms))
+        ok = [p for p in prepared if isinstance(p, _Prepared)]
+        t0 = time.perf_counter()
+        xs = [p.x for p in ok if p.x.shape[0]]
+        probs = self._probabilities(torch.cat(xs), batch_size) if xs else torch.empty(0, len(self.classes))
+        model_ms = (time.perf_counter() - t0) * 1000
+        n_total = max(1, int(probs.shape[0]))
+        results, start = [], 0
+        for p in prepared:
+            if isinstance(p, Prediction):
+                results.append(p)
+                continue
+            n = p.x.shape[0]
+            r = self._result(p, probs[start : start + n], top_k, model_ms * n / n_total)
+            start += n
+            results.append(r)
+        return results

@@ -1,0 +1,410 @@
+"""The one path from any user image to model input.
+
+MNIST digits are white ink on black, size-normalised into a 20x20 box keeping their aspect
+ratio, anti-aliased, and centred by centre of mass in a 28x28 field. A phone photo, a scan
+or a canvas drawing is none of that, so ``preprocess_digits`` rebuilds it step by step:
+
+1. ``to_grayscale``: any Pillow mode to float gray in [0, 1]; transparency composited.
+2. ``has_light_background``: dark ink on light paper, or light on dark?
+3. ``ink_map``: divide out a large-scale background estimate (uneven light, vignetting),
+   so ink is 0 on paper and near 1 on strokes whatever the lighting.
+4. ``soft_threshold``: Otsu on the ink map, as a ramp so stroke edges keep grey levels;
+   a nearly blank image returns None.
+5. ``digitlab.inference.segment``: drop specks, find the digits left to right.
+6. ``to_mnist``: per digit, even out the stroke width, fit into 20x20 with area averaging,
+   paste into 28x28 by centre of mass.
+
+The CLI, the web app, evaluation on files and the tests all go through this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy import ndimage as ndi
+
+from digitlab.inference.segment import Segment, segment_digits
+
+WORK_MAX_SIDE = 1024  # larger images are reduced first: a digit needs no more pixels than this
+WORK_MIN_SIDE = 256  # smaller ones are enlarged so the pixel-sized steps below have room
+BACKGROUND_SIDE = 96  # the background is estimated on a copy this small (cheap, and smooth anyway)
+BACKGROUND_WINDOW = 0.15  # closing window, as a fraction of the short side: wider than any stroke,
+# narrow enough to follow the curved light of a vignette (a wider closing overshoots in dark corners)
+MIN_INK_CONTRAST = 0.2  # strongest strokes under 20% darker than the paper: blank (noise, texture)
+MIN_INK_SNR = 6.0  # ... or standing less than 6 noise deviations above the paper: blank
+BOX = 20  # MNIST's digit box inside ...
+SIZE = 28  # ... its 28x28 field
+STROKE_FRACTION = 0.12  # MNIST strokes are ~2.4 px wide in the 20 px box (measured on the test set)
+THIN_STROKE = 0.75  # thicken strokes thinner than this fraction of the target width
+THICK_STROKE = 2.0  # thin strokes thicker than this multiple of the target width
+
+
+@dataclass
+class Digit:
+    """One digit as the model sees it."""
+
+    image: np.ndarray  # uint8 (28, 28): white ink on black, like MNIST (for display)
+    tensor: torch.Tensor  # float (1, 28, 28), normalised with the checkpoint's mean/std
+    box: tuple[int, int, int, int]  # (left, top, right, bottom) in the original image, right/bottom exclusive
+    alternative: list["Digit"] | None = None  # the same ink cut into two touching digits (the predictor chooses)
+
+
+@dataclass
+class DigitInput:
+    """What ``preprocess_digits`` found: zero or more digits, left to right."""
+
+    digits: list[Digit] = field(default_factory=list)
+    light_background: bool = True  # True: dark ink on light paper
+    size: tuple[int, int] = (0, 0)  # the original image's (width, height)
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        """All digits as one batch, (N, 1, 28, 28); N = 0 for a blank image."""
+        if not self.digits:
+            return torch.empty(0, 1, SIZE, SIZE)
+        return torch.stack([d.tensor for d in self.digits])
+
+    @property
+    def images(self) -> list[np.ndarray]:
+        return [d.image for d in self.digits]
+
+    @property
+    def boxes(self) -> list[tuple[int, int, int, int]]:
+        return [d.box for d in self.digits]
+
+
+# ---------------------------------------------------------------------------------------
+# 1. gray
+
+
+def _alpha_composite(img: Image.Image) -> np.ndarray:
+    """Gray from an image with transparency, on a backdrop that contrasts with the drawing.
+
+    A browser canvas exported as PNG is transparent where nothing was drawn; the strokes
+    may be black or white. Mostly transparent: the opaque pixels are the drawing, so they
+    go on the opposite backdrop. Mostly opaque: a normal picture, composited on white.
+    """
+    rgba = img.convert("RGBA")
+    a = np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255.0
+    lum = np.asarray(rgba.convert("L"), dtype=np.float32) / 255.0
+    if a.min() >= 0.99:
+        return lum
+    opaque = a > 0.5
+    backdrop = 1.0
+    if opaque.mean() < 0.5 and opaque.any() and float(lum[opaque].mean()) > 0.5:
+        backdrop = 0.0  # light strokes on a transparent canvas
+    return lum * a + backdrop * (1.0 - a)
+
+
+def to_grayscale(img: Image.Image) -> np.ndarray:
+    """Any Pillow mode to float32 gray (H, W) in [0, 1].
+
+    Handles 1/L/P/RGB/CMYK/YCbCr, transparency (RGBA, LA, PA, palette with a transparent
+    colour), 16-bit and 32-bit integer and float images.
+    """
+    mode = img.mode
+    if mode.startswith("I;16"):
+        return np.asarray(img, dtype=np.float32) / 65535.0
+    if mode in ("I", "F"):
+        arr = np.asarray(img, dtype=np.float32)
+        top = float(arr.max()) if arr.size else 0.0
+        if mode == "F" and top <= 1.0:
+            return np.clip(arr, 0.0, 1.0)
+        scale = 255.0 if top <= 255 else 65535.0 if top <= 65535 else top
+        return np.clip(arr / scale, 0.0, 1.0)
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
+        return _alpha_composite(img)
+    if mode not in ("1", "L", "P", "RGB", "CMYK", "YCbCr", "RGBX"):
+        img = img.convert("RGB")  # LAB, HSV and other rare modes
+    return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+
+
+# ---------------------------------------------------------------------------------------
+# 2. which way round
+
+
+def _pad_odd(a: np.ndarray, pad: int) -> tuple[np.ndarray, int]:
+    """Pad by point reflection, so slopes continue past the edge (a vignette is no valley there).
+
+    Returns the padded array and the pad actually used (at most the array's side - 1).
+    """
+    pad = max(0, min(pad, min(a.shape) - 1))
+    return (np.pad(a, pad, mode="reflect", reflect_type="odd") if pad else a), pad
+
+
+def _unpad(a: np.ndarray, pad: int) -> np.ndarray:
+    return a[pad:-pad, pad:-pad] if pad else a
+
+
+def has_light_background(gray: np.ndarray) -> bool:
+    """True for dark ink on light paper, False for light ink on a dark background.
+
+    Ink is the minority of the pixels and stands out from the paper around it, so after
+    removing the large-scale light (a high-pass), its side of the histogram has the long
+    tail. Comparing tails instead of absolute levels keeps a dark vignette on white paper,
+    or a grey photo, from passing for a dark background.
+    """
+    h, w = gray.shape
+    f = min(1.0, 256 / max(h, w))
+    small = _resize(gray, (max(1, round(w * f)), max(1, round(h * f))), Image.Resampling.BOX)
+    sigma = max(1.0, 0.1 * min(small.shape))
+    padded, pad = _pad_odd(small, int(3 * sigma))
+    d = small - _unpad(ndi.gaussian_filter(padded, sigma), pad)
+    med = float(np.median(d))
+    q = np.percentile(d, [0.5, 1, 2, 5, 95, 98, 99, 99.5])
+    dark_tail = float(np.sum(med - q[:4]))
+    light_tail = float(np.sum(q[4:] - med))
+    return dark_tail >= light_tail
+
+
+# ---------------------------------------------------------------------------------------
+# 3. even out the light
+
+
+def _resize(arr: np.ndarray, size: tuple[int, int], resample: Image.Resampling) -> np.ndarray:
+    """Resize a float32 array to (width, height) through Pillow's float mode."""
+    return np.asarray(Image.fromarray(arr.astype(np.float32), mode="F").resize(size, resample))
+
+
+def background(gray: np.ndarray) -> np.ndarray:
+    """Paper brightness everywhere (H, W): a grey closing wider than any stroke erases the ink."""
+    h, w = gray.shape
+    f = min(1.0, BACKGROUND_SIDE / min(h, w))
+    small = _resize(gray, (max(1, round(w * f)), max(1, round(h * f))), Image.Resampling.BOX)
+    k = max(3, int(BACKGROUND_WINDOW * min(small.shape)) | 1)
+    padded, pad = _pad_odd(small, k)
+    bg = _unpad(ndi.grey_closing(padded, size=(k, k)), pad)
+    bg = ndi.gaussian_filter(bg, sigma=k / 4, mode="nearest")  # soften the closing's blocks
+    return np.maximum(_resize(bg, (w, h), Image.Resampling.BILINEAR), gray)
+
+
+def ink_map(gray: np.ndarray) -> np.ndarray:
+    """Ink strength (H, W) in [0, 1] from dark-ink-on-light gray: 0 on paper whatever the light.
+
+    Dividing by the local paper brightness cancels the illumination (a shadowed stroke
+    and a lit one have the same contrast relative to the paper around them).
+    """
+    bg = background(gray)
+    return np.clip((bg - gray) / np.maximum(bg, 0.1), 0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------
+# 4. soft threshold
+
+
+def otsu(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of values in [0, 1]: the cut that best separates two classes."""
+    hist, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
+    hist = hist.astype(np.float64)
+    centers = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centers)
+    mu0 = m0 / np.maximum(w0, 1)
+    mu1 = (m0[-1] - m0) / np.maximum(w1, 1)
+    between = w0 * w1 * (mu0 - mu1) ** 2
+    return float(edges[int(np.argmax(between)) + 1])
+
+
+def soft_threshold(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(soft, mask): a ramp around Otsu's threshold, and the hard mask above it; None if blank.
+
+    Below half the threshold is paper (0); above midway between the threshold and the
+    typical stroke is full ink (1); in between stays grey, as at MNIST's stroke edges.
+    """
+    if float(ink.max()) < MIN_INK_CONTRAST:
+        return None
+    t = otsu(ink)
+    mask = ink > t
+    if not mask.any():
+        return None
+    strong = float(np.percentile(ink[mask], 90))
+    paper = ink[~mask]
+    noise = float(paper.std()) if paper.size else 0.0
+    if strong < MIN_INK_CONTRAST or strong - float(paper.mean() if paper.size else 0.0) < MIN_INK_SNR * noise:
+        return None
+    lo, hi = 0.5 * t, max(0.5 * (t + strong), t + 1e-3)
+    return np.clip((ink - lo) / (hi - lo), 0.0, 1.0), mask
+
+
+# ---------------------------------------------------------------------------------------
+# 6. MNIST's normalisation
+
+
+def _stroke_width(mask: np.ndarray) -> float:
+    """Mean stroke width of a binary shape: twice the area over the boundary length."""
+    boundary = mask & ~ndi.binary_erosion(mask, border_value=0)
+    return 2.0 * float(mask.sum()) / max(int(boundary.sum()), 1)
+
+
+def even_strokes(soft: np.ndarray, hard: np.ndarray) -> np.ndarray:
+    """Bring the stroke width near MNIST's (a fraction of the digit's size).
+
+    A mouse stroke 3 px wide on a 280 px canvas is a hair after scaling into 20 px;
+    a marker stroke can fill the loops of an 8. Thicken or thin by the distance transform,
+    which costs the same for any radius.
+    """
+    side = max(hard.shape)
+    target = STROKE_FRACTION * side
+    width = _stroke_width(hard)
+    if width < THIN_STROKE * target:
+        r = (target - width) / 2
+        pad = int(np.ceil(r)) + 1
+        soft, hard = np.pad(soft, pad), np.pad(hard, pad)
+        dist = ndi.distance_transform_edt(~hard)  # distance to the nearest stroke pixel
+        return np.maximum(soft, np.clip(r + 0.5 - dist, 0.0, 1.0))
+    if width > THICK_STROKE * target:
+        r = (width - 1.5 * target) / 2
+        dist = ndi.distance_transform_edt(hard)  # distance to the nearest paper pixel
+        thinned = np.minimum(soft, np.clip(dist - r + 0.5, 0.0, 1.0))
+        if thinned.sum() > 0.3 * soft.sum():  # never erase a digit to make it thin
+            return thinned
+    return soft
+
+
+def _crop_to_ink(a: np.ndarray, level: float = 0.05) -> np.ndarray:
+    rows, cols = np.flatnonzero((a > level).any(1)), np.flatnonzero((a > level).any(0))
+    if rows.size == 0:
+        return a
+    return a[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def to_mnist(soft: np.ndarray, hard: np.ndarray, size: int = SIZE) -> np.ndarray:
+    """One digit's soft ink crop (h, w) to a uint8 (size, size) image, MNIST's way."""
+    box = round(size * BOX / SIZE)
+    a = _crop_to_ink(even_strokes(soft, hard))
+    h, w = a.shape
+    scale = box / max(h, w)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    # BOX is exact area averaging when shrinking: the anti-aliasing MNIST's grey edges come from.
+    resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
+    a = np.clip(_resize(a, (nw, nh), resample), 0.0, None)
+    a = a / max(float(a.max()), 1e-6)  # the core of a stroke is full ink, as in MNIST
+    cy, cx = ndi.center_of_mass(a) if a.sum() > 0 else ((nh - 1) / 2, (nw - 1) / 2)
+    # MNIST puts the centre of mass at the centre; keep the digit inside the field.
+    top = int(np.clip(round(size / 2 - cy), 0, size - nh))
+    left = int(np.clip(round(size / 2 - cx), 0, size - nw))
+    out = np.zeros((size, size), dtype=np.float32)
+    out[top : top + nh, left : left + nw] = a
+    return np.round(out * 255).astype(np.uint8)
+
+
+def normalize(images: np.ndarray, mean, std) -> torch.Tensor:
+    """uint8 (..., H, W) or (..., H, W, C) arrays -> float tensor normalised per channel, channels first."""
+    x = torch.from_numpy(np.array(images, dtype=np.float32)).div_(255.0)  # a copy: the input may be read-only
+    if x.ndim == 3:  # (H, W, C) -> (C, H, W)
+        x = x.permute(2, 0, 1)
+    elif x.ndim == 2:
+        x = x.unsqueeze(0)
+    m = torch.tensor(list(mean), dtype=torch.float32).view(-1, 1, 1)
+    s = torch.tensor(list(std), dtype=torch.float32).view(-1, 1, 1)
+    return (x - m) / s
+
+
+# ---------------------------------------------------------------------------------------
+# the two entry points
+
+
+def _working_copy(gray: np.ndarray) -> tuple[np.ndarray, float]:
+    """Gray resized so its long side is within [WORK_MIN_SIDE, WORK_MAX_SIDE]; and the scale used."""
+    h, w = gray.shape
+    long = max(h, w)
+    scale = 1.0
+    if long > WORK_MAX_SIDE:
+        scale = WORK_MAX_SIDE / long
+    elif long < WORK_MIN_SIDE:
+        scale = WORK_MIN_SIDE / long
+    if scale == 1.0:
+        return gray, scale
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
+    return np.clip(_resize(gray, size, resample), 0.0, 1.0), scale
+
+
+def _original_box(seg: Segment, scale: float, width: int, height: int) -> tuple[int, int, int, int]:
+    l, t, r, b = seg.box
+    return (
+        max(0, int(np.floor(l / scale))),
+        max(0, int(np.floor(t / scale))),
+        min(width, int(np.ceil(r / scale))),
+        min(height, int(np.ceil(b / scale))),
+    )
+
+
+def preprocess_digits(
+    img: Image.Image, *, mean, std, multi: bool = True, image_size: int = SIZE
+) -> DigitInput:
+    """Turn a photo, scan, screenshot or drawing of handwritten digits into MNIST-style input.
+
+    Args:
+        img: any PIL image (see ``digitlab.inference.image.load_image``).
+        mean, std: the checkpoint's normalisation (per channel, on the [0, 1] scale).
+        multi: find several digits left to right (a written number); False reads all ink as one digit.
+        image_size: the model's input side (28 for MNIST; MNIST's 20/28 box is kept).
+
+    Returns:
+        A ``DigitInput`` with one ``Digit`` per digit found; none for a blank image.
+    """
+    width, height = img.size
+    gray = to_grayscale(img)
+    light = has_light_background(gray)
+    work, scale = _working_copy(gray if light else 1.0 - gray)
+    ink = ink_map(work)
+    # Light smoothing: sensor noise and JPEG blocks shrink, a 2 px stroke survives.
+    ink = ndi.gaussian_filter(ink, sigma=max(0.7, max(ink.shape) / 800))
+    result = DigitInput(light_background=light, size=(width, height))
+    thresholded = soft_threshold(ink)
+    if thresholded is None:
+        return result
+    soft, mask = thresholded
+    def digit(seg: Segment) -> Digit:
+        l, t, r, b = seg.box
+        t0, l0 = max(0, t - 2), max(0, l - 2)
+        t1, l1 = min(soft.shape[0], b + 2), min(soft.shape[1], r + 2)
+        hard = np.zeros((t1 - t0, l1 - l0), dtype=bool)
+        hard[t - t0 : b - t0, l - l0 : r - l0] = seg.mask
+        # The digit's own soft pixels: its mask grown by a little, so neighbours stay out
+        # but the grey stroke edges (below the hard threshold) come along.
+        near = ndi.binary_dilation(hard, iterations=2)
+        image = to_mnist(soft[t0:t1, l0:l1] * near, hard, image_size)
+        return Digit(image, normalize(image, mean, std), _original_box(seg, scale, width, height))
+
+    for seg in segment_digits(mask, multi=multi):
+        d = digit(seg)
+        if seg.alternative:
+            d.alternative = [digit(s) for s in seg.alternative]
+        result.digits.append(d)
+    return result
+
+
+def preprocess_generic(
+    img: Image.Image, *, channels: int, image_size: int, mean, std
+) -> torch.Tensor:
+    """A photo for a CIFAR-10 or image-folder model: resize to the training size and normalise.
+
+    Args:
+        img: any PIL image; transparency is composited on white.
+        channels: 1 (grayscale model) or 3 (RGB).
+        image_size: the model's square input side.
+        mean, std: the checkpoint's per-channel normalisation.
+
+    Returns:
+        float tensor (1, channels, image_size, image_size).
+    """
+    return normalize(generic_image(img, channels=channels, image_size=image_size), mean, std).unsqueeze(0)
+
+
+def generic_image(img: Image.Image, *, channels: int, image_size: int) -> np.ndarray:
+    """The uint8 image a generic model sees: (S, S) for gray, (S, S, 3) for RGB."""
+    if img.mode.startswith("I") or img.mode == "F":
+        img = Image.fromarray(np.round(to_grayscale(img) * 255).astype(np.uint8), mode="L")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    img = img.convert("L" if channels == 1 else "RGB")
+    img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)

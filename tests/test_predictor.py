@@ -1,0 +1,143 @@
+"""Predictor (digitlab.inference.predictor) with the shipped model and with a stand-in image model."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from digitlab.engine.checkpoint import save_checkpoint
+from digitlab.inference import predictor as PR
+from digitlab.inference.predictor import Predictor
+from digitlab.models import create_model
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Predictor:
+    return Predictor.load()
+
+
+@pytest.fixture(scope="module")
+def mnist_test(mnist_dir):
+    from digitlab.data.mnist import read_idx
+
+    return read_idx(mnist_dir / "t10k-images-idx3-ubyte.gz"), read_idx(mnist_dir / "t10k-labels-idx1-ubyte.gz")
+
+
+def png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_shipped_model_info(shipped):
+    info = shipped.info
+    assert info["task"] == "digits" and info["classes"] == [str(i) for i in range(10)]
+    assert info["channels"] == 1 and info["image_size"] == 28
+    assert info["accuracy"] is not None and info["accuracy"] > 0.99
+
+
+def test_shipped_model_is_small():
+    assert PR.default_model_path().stat().st_size < 400_000
+
+
+def test_reads_inverted_enlarged_mnist_digits(shipped, mnist_test):
+    x, y = mnist_test
+    ok = 0
+    for a, label in zip(x[:40], y[:40]):
+        img = Image.fromarray(255 - a).resize((224, 224), Image.Resampling.BICUBIC)  # dark on white, big
+        ok += shipped.predict(img).text == str(label)
+    assert ok >= 39
+
+
+def test_number_and_boxes(shipped, mnist_test):
+    x, y = mnist_test
+    row = np.full((60, 200), 255, dtype=np.uint8)
+    for k, i in enumerate((0, 1, 2)):  # three digits, gaps between them
+        row[16:44, 20 + 60 * k : 48 + 60 * k] = 255 - x[i]
+    pred = shipped.predict(png(Image.fromarray(row).resize((600, 180))))
+    assert pred.text == "".join(str(int(y[i])) for i in (0, 1, 2))
+    assert len(pred.items) == 3 and all(it.box is not None for it in pred.items)
+    assert pred.items[0].box[0] < pred.items[1].box[0] < pred.items[2].box[0]
+    assert pred.items[0].input_image.shape == (28, 28)
+
+
+def test_blank_is_empty(shipped):
+    pred = shipped.predict(Image.new("L", (280, 280), 255))
+    assert pred.status == "empty" and pred.text is None and pred.items == []
+
+
+def test_errors_are_results_not_exceptions(shipped, tmp_path):
+    good = tmp_path / "seven.png"
+    img = Image.new("L", (200, 200), 255)
+    ImageDraw.Draw(img).line([(60, 40), (140, 40), (90, 170)], fill=0, width=12)
+    img.save(good)
+    preds = shipped.predict_many([str(good), str(tmp_path / "missing.png"), b"not an image", good])
+    assert [p.status in ("ok", "uncertain") for p in preds] == [True, False, False, True]
+    assert preds[1].status == "error" and "no such file" in preds[1].error
+    assert preds[2].status == "error" and preds[2].error
+    assert preds[0].text == "7" and preds[3].text == "7"
+
+
+def test_predict_many_matches_predict(shipped, mnist_test):
+    x, _ = mnist_test
+    imgs = [Image.fromarray(a) for a in x[:10]]
+    many = shipped.predict_many(imgs, batch_size=3)
+    for img, m in zip(imgs, many):
+        one = shipped.predict(img)
+        assert one.text == m.text
+        assert np.allclose(one.items[0].probs, m.items[0].probs, atol=1e-5)
+
+
+def test_to_dict_is_json_with_png_input(shipped, mnist_test):
+    x, _ = mnist_test
+    pred = shipped.predict(Image.fromarray(x[0]), top_k=5, include_input=True)
+    d = pred.to_dict(include_input=True)
+    json.dumps(d)
+    item = d["items"][0]
+    assert len(item["top_k"]) == 5 and len(item["probs"]) == 10
+    assert abs(sum(item["probs"]) - 1) < 1e-3
+    assert item["input_image"].startswith("data:image/png;base64,")
+    assert "input_image" not in pred.to_dict()["items"][0]
+
+
+def test_uncertain_flag(shipped, mnist_test, monkeypatch):
+    x, _ = mnist_test
+    monkeypatch.setattr(PR, "UNCERTAIN_BELOW", 1.01)  # nothing is that sure
+    pred = shipped.predict(Image.fromarray(x[0]))
+    assert pred.status == "uncertain" and pred.items[0].uncertain
+
+
+def test_image_model_gives_class_names(tmp_path):
+    model = create_model("cifar-net", num_classes=3, in_channels=3, image_size=32)
+    ckpt = {
+        "model_name": "cifar-net",
+        "model_args": {"num_classes": 3, "in_channels": 3, "image_size": 32},
+        "state_dict": model.state_dict(),
+        "dataset": "pets",
+        "task": "images",
+        "classes": ["cat", "dog", "fish"],
+        "channels": 3,
+        "image_size": 32,
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.25, 0.25, 0.25],
+        "metrics": {"test_acc": 0.5},
+    }
+    path = save_checkpoint(tmp_path / "img.pt", ckpt)
+    p = Predictor.load(path)
+    assert p.info["task"] == "images" and p.info["accuracy"] == 0.5
+    pred = p.predict(Image.new("RGB", (100, 80), "orange"), top_k=2)
+    assert pred.text in ckpt["classes"] and len(pred.items) == 1
+    assert pred.items[0].box is None and len(pred.items[0].top_k) == 2
+    assert pred.items[0].input_image.shape == (32, 32, 3)
+
+
+def test_slim_checkpoint_drops_training_state():
+    sd = {"w": torch.ones(2, 2), "n": torch.tensor(3)}
+    slim = PR.slim_checkpoint({"model_name": "m", "state_dict": sd, "optimizer": {}, "rng": {}, "history": []})
+    assert set(slim) == {"model_name", "state_dict"}
+    assert slim["state_dict"]["w"].dtype == torch.float16 and slim["state_dict"]["n"].dtype == torch.int64

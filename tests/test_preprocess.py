@@ -1,0 +1,258 @@
+"""MNIST-style preprocessing (digitlab.inference.preprocess) on images the tests draw.
+
+Each step is checked on its own, then the whole path on inverted, off-centre, tiny, huge,
+noisy, transparent, unevenly lit, 16-bit, palette, CMYK and blank images: the output must
+look like MNIST (ink in a 20x20 box, centre of mass near the middle of 28x28).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from scipy import ndimage as ndi
+
+from digitlab.inference import preprocess as P
+
+MEAN, STD = (0.1307,), (0.3081,)
+
+
+def draw_seven(size=(300, 300), box=(100, 60, 200, 240), width=14, ink=0, paper=255, mode="L"):
+    """A '7': a top bar and a slanted stem, drawn in ``box``."""
+    img = Image.new(mode, size, paper)
+    d = ImageDraw.Draw(img)
+    l, t, r, b = box
+    d.line([(l, t), (r, t), (l + (r - l) // 3, b)], fill=ink, width=width, joint="curve")
+    return img
+
+
+def draw_zero(size=(300, 300), box=(100, 60, 200, 240), width=14, ink=0, paper=255, mode="L"):
+    img = Image.new(mode, size, paper)
+    ImageDraw.Draw(img).ellipse(box, outline=ink, width=width)
+    return img
+
+
+def ink_box(a: np.ndarray) -> tuple[int, int]:
+    ys, xs = np.nonzero(a > 30)
+    return ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+
+
+def assert_mnist_like(a: np.ndarray):
+    assert a.shape == (28, 28) and a.dtype == np.uint8
+    h, w = ink_box(a)
+    assert max(h, w) <= 21 and max(h, w) >= 18  # the long side fills the 20x20 box
+    cy, cx = ndi.center_of_mass(a.astype(float))
+    assert abs(cy - 14) <= 1.0 and abs(cx - 14) <= 1.0
+    assert a.max() == 255  # full ink at the stroke core, like MNIST
+
+
+def one(img, **kw) -> P.Digit:
+    out = P.preprocess_digits(img, mean=MEAN, std=STD, **kw)
+    assert len(out.digits) == 1, out.boxes
+    return out.digits[0]
+
+
+# ---- steps ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "P", "RGB", "CMYK", "I;16", "I", "F", "LA", "RGBA"])
+def test_to_grayscale_every_mode(mode):
+    img = draw_seven(mode="L").convert(mode) if mode not in ("I;16", "I", "F") else None
+    if mode == "I;16":
+        img = Image.fromarray((np.asarray(draw_seven(), dtype=np.uint16) * 257).astype(np.uint16))
+        assert img.mode.startswith("I;16")
+    elif mode == "I":
+        img = Image.fromarray(np.asarray(draw_seven(), dtype=np.int32) * 257, mode="I")
+    elif mode == "F":
+        img = Image.fromarray(np.asarray(draw_seven(), dtype=np.float32) / 255.0, mode="F")
+    g = P.to_grayscale(img)
+    assert g.dtype == np.float32 and g.shape == (300, 300)
+    assert g.min() >= 0 and g.max() <= 1
+    assert g[0, 0] > 0.9 and g[60, 150] < 0.1  # paper stays white, ink stays black
+
+
+def test_transparent_canvas_strokes_show_whatever_their_colour():
+    for color in (0, 255):  # black or white strokes on a transparent canvas
+        a = np.zeros((300, 300, 4), dtype=np.uint8)
+        a[..., :3] = color
+        a[..., 3] = 255 - np.asarray(draw_seven())  # alpha = the stroke
+        g = P.to_grayscale(Image.fromarray(a, "RGBA"))
+        assert abs(float(g[60, 150]) - float(g[5, 5])) > 0.9
+
+
+def test_palette_with_transparency():
+    img = draw_seven().convert("P")
+    img.info["transparency"] = 255  # the white palette entry is transparent
+    g = P.to_grayscale(img)
+    assert g[5, 5] > 0.9 and g[60, 150] < 0.1
+
+
+def test_polarity():
+    assert P.has_light_background(P.to_grayscale(draw_seven()))
+    assert not P.has_light_background(P.to_grayscale(draw_seven(ink=255, paper=0)))
+
+
+def test_polarity_survives_a_dark_vignette():
+    g = P.to_grayscale(draw_seven()) * 0.9
+    yy, xx = np.mgrid[0:300, 0:300] / 300 - 0.5
+    g = g * np.clip(1 - 1.6 * (xx**2 + yy**2), 0.2, 1)  # corners much darker than the middle
+    assert P.has_light_background(g.astype(np.float32))
+
+
+def test_ink_map_evens_out_lighting():
+    g = P.to_grayscale(draw_seven()) * 0.8 + 0.1
+    ramp = np.linspace(0.35, 1.0, 300)[None, :]  # light falls off to the left
+    ink = P.ink_map((g * ramp).astype(np.float32))
+    assert ink[5:50].max() < 0.1  # the paper is paper everywhere
+    assert ink[60, 110] > 0.7 and ink[60, 195] > 0.7  # dim and bright ends of the bar alike
+
+
+def test_otsu_splits_two_levels():
+    v = np.concatenate([np.full(900, 0.1), np.full(100, 0.8)])
+    assert 0.1 < P.otsu(v) < 0.8
+
+
+def test_soft_threshold_keeps_grey_edges():
+    ink = P.ink_map(P.to_grayscale(draw_seven().resize((100, 100), Image.Resampling.BILINEAR)))
+    soft, mask = P.soft_threshold(ink)
+    assert soft.max() == 1.0 and ((soft > 0.05) & (soft < 0.95)).any()
+    assert mask.sum() < (soft > 0).sum()
+
+
+def test_even_strokes_thickens_a_hairline():
+    hard = np.zeros((200, 120), dtype=bool)
+    hard[:, 60] = True  # a 1-px line, 200 px tall
+    out = P.even_strokes(hard.astype(np.float32), hard)
+    width = (out > 0.5).sum() / 200
+    assert 0.08 * 200 < width < 0.2 * 200
+
+
+# ---- the whole path ---------------------------------------------------------------------------
+
+
+def test_plain_drawing_is_mnist_like():
+    d = one(draw_seven())
+    assert_mnist_like(d.image)
+    assert d.tensor.shape == (1, 28, 28) and d.tensor.dtype == torch.float32
+    expected = (torch.from_numpy(d.image).float() / 255 - MEAN[0]) / STD[0]
+    assert torch.allclose(d.tensor[0], expected, atol=1e-5)
+
+
+def test_box_is_in_original_coordinates():
+    d = one(draw_seven(size=(1600, 900), box=(1000, 200, 1300, 700), width=40))
+    l, t, r, b = d.box
+    assert abs(l - 980) < 30 and abs(t - 180) < 30 and abs(r - 1320) < 30 and abs(b - 720) < 40
+
+
+def test_inverted_gives_the_same_digit():
+    a = one(draw_seven()).image.astype(float)
+    b = one(draw_seven(ink=255, paper=0)).image.astype(float)
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.98
+
+
+def test_off_centre_is_centred():
+    img = draw_seven(size=(600, 400), box=(460, 20, 580, 200), width=12)
+    assert_mnist_like(one(img).image)
+
+
+def test_tiny_image():
+    img = draw_zero(size=(20, 20), box=(5, 2, 14, 17), width=2)
+    assert_mnist_like(one(img).image)
+
+
+def test_huge_image_with_thin_strokes_is_thickened():
+    img = draw_seven(size=(3000, 2000), box=(1200, 400, 1800, 1600), width=4)
+    a = one(img).image
+    assert_mnist_like(a)
+    # MNIST strokes are ~2.4 px wide: ink area / stroke length stays in that range
+    area = (a > 127).sum()
+    assert area > 35, "a 4-px pen on a 1200-px digit must not vanish into a faint hairline"
+
+
+def test_noisy_photo():
+    rng = np.random.default_rng(0)
+    g = np.asarray(draw_seven(), dtype=np.float32) * 0.7 + 40
+    g = np.clip(g + rng.normal(0, 15, g.shape), 0, 255).astype(np.uint8)
+    g[rng.random(g.shape) < 0.002] = 0  # pepper specks
+    assert_mnist_like(one(Image.fromarray(g)).image)
+
+
+def test_transparent_rgba_canvas():
+    a = np.zeros((280, 280, 4), dtype=np.uint8)
+    a[..., :3] = 255
+    a[..., 3] = 255 - np.asarray(draw_seven(size=(280, 280), box=(90, 40, 190, 230)))
+    assert_mnist_like(one(Image.fromarray(a, "RGBA")).image)
+
+
+def test_sixteen_bit_palette_cmyk():
+    base = one(draw_seven()).image.astype(float)
+    variants = [
+        Image.fromarray((np.asarray(draw_seven(), dtype=np.uint16) * 257).astype(np.uint16)),
+        draw_seven().convert("P"),
+        draw_seven(mode="RGB").convert("CMYK"),
+    ]
+    for img in variants:
+        a = one(img).image.astype(float)
+        assert np.corrcoef(a.ravel(), base.ravel())[0, 1] > 0.98, img.mode
+
+
+@pytest.mark.parametrize("value", [0, 128, 255])
+def test_blank_images_have_no_digit(value):
+    assert P.preprocess_digits(Image.new("L", (200, 200), value), mean=MEAN, std=STD).digits == []
+
+
+def test_paper_noise_and_specks_have_no_digit():
+    rng = np.random.default_rng(1)
+    g = np.clip(200 + rng.normal(0, 12, (300, 300)), 0, 255).astype(np.uint8)
+    g[rng.integers(0, 300, 6), rng.integers(0, 300, 6)] = 0  # a few dust specks
+    out = P.preprocess_digits(Image.fromarray(g), mean=MEAN, std=STD)
+    assert out.digits == [] and out.tensor.shape == (0, 1, 28, 28)
+
+
+def test_transparent_blank_canvas():
+    img = Image.new("RGBA", (280, 280), (0, 0, 0, 0))
+    assert P.preprocess_digits(img, mean=MEAN, std=STD).digits == []
+
+
+def test_multi_digit_row_left_to_right():
+    img = Image.new("L", (700, 250), 255)
+    d = ImageDraw.Draw(img)
+    d.line([(80, 40), (80, 210)], fill=0, width=12)  # 1
+    d.ellipse((180, 40, 280, 210), outline=0, width=12)  # 0
+    d.line([(380, 40), (480, 40), (410, 210)], fill=0, width=12)  # 7
+    out = P.preprocess_digits(img, mean=MEAN, std=STD)
+    assert len(out.digits) == 3
+    lefts = [b[0] for b in out.boxes]
+    assert lefts == sorted(lefts)
+    for a in out.images:
+        assert_mnist_like(a)
+    assert out.tensor.shape == (3, 1, 28, 28)
+    single = P.preprocess_digits(img, mean=MEAN, std=STD, multi=False)
+    assert len(single.digits) == 1
+
+
+def test_other_model_sizes():
+    d = one(draw_seven(), image_size=16)
+    assert d.image.shape == (16, 16) and d.tensor.shape == (1, 16, 16)
+
+
+def test_preprocess_generic():
+    img = Image.new("RGBA", (64, 48), (255, 0, 0, 255))
+    x = P.preprocess_generic(img, channels=3, image_size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    assert x.shape == (1, 3, 32, 32)
+    assert torch.allclose(x[0, :, 0, 0], torch.tensor([2.0, -2.0, -2.0]))
+    g = P.preprocess_generic(Image.new("L", (10, 10), 0), channels=1, image_size=28, mean=(0.0,), std=(1.0,))
+    assert g.shape == (1, 1, 28, 28) and float(g.abs().max()) == 0.0
+
+
+def test_mnist_digits_pass_through_nearly_unchanged(mnist_dir):
+    from digitlab.data.mnist import read_idx
+
+    x = read_idx(mnist_dir / "t10k-images-idx3-ubyte.gz")[:50]
+    corr = []
+    for a in x:
+        out = P.preprocess_digits(Image.fromarray(a), mean=MEAN, std=STD)
+        assert len(out.digits) == 1
+        corr.append(np.corrcoef(out.images[0].ravel().astype(float), a.ravel().astype(float))[0, 1])
+    assert np.median(corr) > 0.9

@@ -1,0 +1,93 @@
+"""Splitting ink into digits (digitlab.inference.segment) on masks the tests draw."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from digitlab.inference import segment as S
+
+
+def mask_of(draw_fn, size=(600, 200)) -> np.ndarray:
+    img = Image.new("L", size, 0)
+    draw_fn(ImageDraw.Draw(img))
+    return np.asarray(img) > 127
+
+
+def test_blank_mask_has_no_digits():
+    assert S.segment_digits(np.zeros((50, 50), dtype=bool)) == []
+
+
+def test_specks_are_dropped():
+    m = mask_of(lambda d: d.line([(100, 30), (100, 170)], fill=255, width=10))
+    m[5, 5] = m[190, 500] = True  # single-pixel dust
+    m[150:153, 400:403] = True
+    segs = S.segment_digits(m)
+    assert len(segs) == 1 and segs[0].box[0] >= 90
+
+
+def test_row_of_digits_left_to_right():
+    def draw(d):
+        d.ellipse((300, 30, 380, 170), outline=255, width=10)  # 0, drawn first
+        d.line([(100, 30), (100, 170)], fill=255, width=10)  # 1
+        d.line([(450, 30), (530, 30), (470, 170)], fill=255, width=10)  # 7
+
+    segs = S.segment_digits(mask_of(draw))
+    assert len(segs) == 3
+    assert [s.box[0] for s in segs] == sorted(s.box[0] for s in segs)
+
+
+def test_broken_five_is_merged():
+    def draw(d):  # a 5 whose top bar was written separately, with a gap
+        d.line([(110, 30), (180, 30)], fill=255, width=8)
+        d.line([(110, 45), (105, 95)], fill=255, width=8)
+        d.arc((95, 80, 185, 170), start=-100, end=150, fill=255, width=8)
+
+    segs = S.segment_digits(mask_of(draw))
+    assert len(segs) == 1
+
+
+def test_stray_mark_is_dropped():
+    def draw(d):
+        d.line([(100, 30), (100, 170)], fill=255, width=10)
+        d.line([(250, 30), (250, 170)], fill=255, width=10)
+        d.ellipse((400, 150, 408, 158), fill=255)  # a dot, far below the digits' tops
+
+    assert len(S.segment_digits(mask_of(draw))) == 2
+
+
+def test_touching_digits_are_split_at_the_valley():
+    def draw(d):  # "77" joined by a hairline: one component, wider than one digit
+        d.line([(100, 30), (180, 30), (120, 170)], fill=255, width=12)
+        d.line([(210, 30), (290, 30), (230, 170)], fill=255, width=12)
+        d.line([(180, 30), (210, 30)], fill=255, width=2)
+
+    m = mask_of(draw)
+    assert len(S.components(m)) == 1
+    segs = S.segment_digits(m)
+    assert len(segs) == 2
+
+
+def test_wide_zero_is_not_cut_through_its_loop():
+    m = mask_of(lambda d: d.ellipse((100, 40, 330, 160), outline=255, width=10))
+    segs = S.segment_digits(m)
+    assert len(segs) == 1
+    assert segs[0].alternative is None  # every cut would cross the hole
+
+
+def test_wide_part_offers_a_two_digit_reading():
+    def draw(d):  # two strokes touching along their length: no empty column, but wide
+        d.line([(100, 30), (150, 170)], fill=255, width=14)
+        d.line([(150, 170), (150, 30), (230, 30), (200, 170)], fill=255, width=14)
+
+    segs = S.segment_digits(mask_of(draw))
+    assert len(segs) == 1 and segs[0].alternative is not None and len(segs[0].alternative) == 2
+
+
+def test_single_mode_takes_all_ink():
+    def draw(d):
+        d.line([(100, 30), (100, 170)], fill=255, width=10)
+        d.line([(250, 30), (250, 170)], fill=255, width=10)
+
+    segs = S.segment_digits(mask_of(draw), multi=False)
+    assert len(segs) == 1 and segs[0].width > 150

@@ -1,0 +1,416 @@
+"""The web API (digitlab.web.app) through FastAPI's TestClient.
+
+Answers come from the real shipped model on MNIST test digits rendered the way users send
+them; limits, the worker pool and error handling also use a stand-in predictor, so they
+can be driven exactly (a prediction that blocks, one that crashes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from digitlab.cli import main
+from digitlab.data.mnist import read_idx
+from digitlab.engine.checkpoint import save_checkpoint
+from digitlab.inference.image import load_image
+from digitlab.inference.predictor import Predictor
+from digitlab.models import create_model
+from digitlab.web.app import MAX_BODY_BYTES, create_app
+
+TRACEBACK = re.compile(r"Traceback|File \"|line \d+, in ")
+
+
+# ---- images like the ones users send ------------------------------------------------------
+
+
+def png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def data_url(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def canvas_drawing(digit: np.ndarray) -> Image.Image:
+    """A 28x28 MNIST digit as the page's canvas sends it: 280x280, white strokes on black."""
+    return Image.fromarray(digit).resize((280, 280), Image.BILINEAR)
+
+
+def paper_row(digits: list[np.ndarray]) -> Image.Image:
+    """Several digits written in a row with dark ink on light paper, like a scan (4x scale)."""
+    ink = [255 - np.pad(d, 4) for d in digits]  # (36, 36) each, dark on light
+    row = np.concatenate([np.full((36, 12), 255, np.uint8)] + [np.hstack([d, np.full((36, 12), 255, np.uint8)]) for d in ink], axis=1)
+    row = np.pad(row, ((10, 10), (0, 0)), constant_values=255)
+    return Image.fromarray(row).resize((row.shape[1] * 4, row.shape[0] * 4), Image.BILINEAR)
+
+
+@pytest.fixture(scope="module")
+def mnist_test(mnist_dir):
+    """(images (N, 28, 28) uint8, labels (N,)) of MNIST's test set; none of them seen in training."""
+    return read_idx(mnist_dir / "t10k-images-idx3-ubyte.gz"), read_idx(mnist_dir / "t10k-labels-idx1-ubyte.gz")
+
+
+def first_of(mnist_test, label: int, nth: int = 0) -> np.ndarray:
+    images, labels = mnist_test
+    return images[np.flatnonzero(labels == label)[nth]]
+
+
+@pytest.fixture(scope="module")
+def image_checkpoint(tmp_path_factory):
+    """An (untrained) RGB image-classification checkpoint, like a CIFAR-10 or image-folder run."""
+    args = {"num_classes": 3, "in_channels": 3, "image_size": 32}
+    model = create_model("mlp", **args)
+    ckpt = {"model_name": "mlp", "model_args": args, "state_dict": model.state_dict(),
+            "classes": ["airplane", "cat", "ship"], "channels": 3, "image_size": 32,
+            "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "dataset": "my-photos", "task": "images"}
+    return save_checkpoint(tmp_path_factory.mktemp("image-model") / "best.pt", ckpt)
+
+
+def photo(seed: int = 0) -> Image.Image:
+    """A small colour 'photo': smooth random colours."""
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((160, 120), Image.BILINEAR)
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return Predictor.load()  # the shipped default model
+
+
+@pytest.fixture(scope="module")
+def client(predictor):
+    with TestClient(create_app(predictor)) as c:
+        yield c
+
+
+# ---- a stand-in predictor for limits, the pool and crashes ---------------------------------
+
+
+class _Answer:
+    def __init__(self, out: dict) -> None:
+        self.out = out
+
+    def to_dict(self, include_input: bool = True) -> dict:
+        return self.out
+
+
+class StandIn:
+    """Follows the Predictor contract; ``behaviour(image)`` decides what predict does."""
+
+    info = {"name": "stand-in", "classes": [str(i) for i in range(10)], "task": "digits",
+            "channels": 1, "image_size": 28, "accuracy": None, "dataset": "mnist"}
+
+    def __init__(self, behaviour=None) -> None:
+        self.behaviour = behaviour or (lambda image: None)
+
+    def predict(self, image, top_k=3, multi=True, include_input=False):
+        self.behaviour(image)
+        return _Answer({"source": None, "status": "empty", "text": None, "items": [], "error": None, "elapsed_ms": 0.0})
+
+
+def assert_json_error(response, status: int) -> str:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"} and body["error"], body
+    assert not TRACEBACK.search(response.text), response.text
+    return body["error"]
+
+
+# ---- the page and the small routes ---------------------------------------------------------
+
+
+def test_page_is_served_from_the_package_and_loads_nothing_from_elsewhere(client):
+    r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    for element in ('id="canvas"', 'id="result-label"', 'id="clear"', 'id="undo"', 'id="file"', 'id="pen-width"'):
+        assert element in r.text
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+    for asset in ("/static/app.js", "/static/style.css"):
+        a = client.get(asset)
+        assert a.status_code == 200 and len(a.text) > 500
+        assert not re.search(r"https?://", a.text), f"{asset} refers to another origin"
+    assert not re.search(r"(src|href)=\"(https?:)?//", r.text)
+
+
+def test_no_cross_origin_access(client):
+    r = client.options("/api/predict", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in r.headers
+    r = client.get("/api/model", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_model_info_and_health(client, predictor):
+    info = client.get("/api/model").json()
+    assert info["name"] == predictor.info["name"]
+    assert info["classes"] == [str(i) for i in range(10)] and info["task"] == "digits"
+    assert info["image_size"] == 28 and info["channels"] == 1
+    assert info["accuracy"] is None or 0.9 < info["accuracy"] <= 100
+    assert info["limits"]["max_body_bytes"] == MAX_BODY_BYTES
+    assert client.get("/healthz").json() == {"status": "ok", "model": predictor.info["name"]}
+    assert "/api/predict" in client.get("/openapi.json").json()["paths"]
+
+
+def test_unknown_route_is_a_json_404(client):
+    assert_json_error(client.get("/api/nothing"), 404)
+
+
+# ---- answers from the shipped model --------------------------------------------------------
+
+
+def test_reads_drawn_digits_of_every_class(client, mnist_test):
+    wrong = []
+    for digit in range(10):
+        for nth in range(3):
+            image = png(canvas_drawing(first_of(mnist_test, digit, nth)))
+            r = client.post("/api/predict", files={"file": (f"{digit}.png", image, "image/png")})
+            assert r.status_code == 200, r.text
+            out = r.json()
+            assert out["source"] == f"{digit}.png" and out["elapsed_ms"] > 0
+            assert out["status"] in ("ok", "uncertain") and out["items"]
+            item = out["items"][0]
+            assert sum(item["probs"]) == pytest.approx(1, abs=1e-3) and len(item["probs"]) == 10
+            assert len(item["top_k"]) == 3 and item["top_k"][0]["label"] == item["label"]
+            x0, y0, x1, y1 = item["box"]
+            assert 0 <= x0 < x1 <= 280 and 0 <= y0 < y1 <= 280
+            assert item["input_image"] is None  # only on request
+            if out["text"] != str(digit):
+                wrong.append((digit, out["text"]))
+    assert len(wrong) <= 1, f"misread: {wrong}"
+
+
+def test_reads_a_number_with_a_box_per_digit(client, mnist_test):
+    digits = [2, 0, 2, 4]
+    row = paper_row([first_of(mnist_test, d, nth=i) for i, d in enumerate(digits)])
+    r = client.post("/api/predict?top_k=2", files={"file": ("2024.png", png(row), "image/png")})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["text"] == "2024"
+    assert [it["label"] for it in out["items"]] == ["2", "0", "2", "4"]
+    boxes = [it["box"] for it in out["items"]]
+    assert all(a[2] <= b[0] + 8 for a, b in zip(boxes, boxes[1:])), f"boxes not left to right: {boxes}"
+    assert all(len(it["top_k"]) == 2 for it in out["items"])
+
+
+@pytest.mark.parametrize("color", [0, 255])
+def test_blank_image_is_no_digit_found(client, color):
+    blank = png(Image.new("L", (280, 280), color))
+    out = client.post("/api/predict", json={"image": data_url(blank)}).json()
+    assert out["status"] == "empty" and out["text"] is None and out["items"] == []
+
+
+def test_json_data_url_returns_the_model_input(client, mnist_test):
+    image = png(canvas_drawing(first_of(mnist_test, 7)))
+    by_json = client.post("/api/predict", json={"image": data_url(image), "include_input": True, "top_k": 5}).json()
+    by_file = client.post("/api/predict", files={"file": ("7.png", image, "image/png")}).json()
+    by_body = client.post("/api/predict", content=image, headers={"Content-Type": "image/png"}).json()
+    assert by_json["text"] == by_file["text"] == by_body["text"] == "7"
+    assert by_json["items"][0]["probs"] == pytest.approx(by_file["items"][0]["probs"], abs=1e-6)
+    assert len(by_json["items"][0]["top_k"]) == 5
+    seen = by_json["items"][0]["input_image"]
+    assert seen.startswith("data:image/png;base64,")
+    assert Image.open(io.BytesIO(base64.b64decode(seen.split(",", 1)[1]))).size == (28, 28)
+
+
+def test_page_and_cli_give_the_same_answer(client, predictor, mnist_test, tmp_path, capsys):
+    path = tmp_path / "number.png"
+    paper_row([first_of(mnist_test, d, nth=3) for d in (3, 8)]).save(path)
+    api = client.post("/api/predict", files={"file": ("number.png", path.read_bytes(), "image/png")}).json()
+
+    direct = predictor.predict(load_image(path), top_k=3).to_dict()
+    assert main(["predict", str(path), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    cli = printed[0] if isinstance(printed, list) else printed
+
+    for other in (direct, cli):
+        assert other["status"] == api["status"] and other["text"] == api["text"]
+        assert [it["label"] for it in other["items"]] == [it["label"] for it in api["items"]]
+        assert [it["box"] for it in other["items"]] == [it["box"] for it in api["items"]]
+        for a, b in zip(other["items"], api["items"]):
+            assert a["probs"] == pytest.approx(b["probs"], abs=1e-5)
+
+
+def test_image_model_names_one_class_per_upload(image_checkpoint):
+    with TestClient(create_app(checkpoint=image_checkpoint)) as c:
+        info = c.get("/api/model").json()
+        assert info["task"] == "images" and info["classes"] == ["airplane", "cat", "ship"]
+        assert info["channels"] == 3 and info["image_size"] == 32
+        r = c.post("/api/predict?include_input=true", files={"file": ("p.jpg", _jpeg(photo()), "image/jpeg")})
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert out["text"] in info["classes"] and len(out["items"]) == 1
+        item = out["items"][0]
+        assert item["box"] is None and len(item["probs"]) == 3 and out["text"] == item["label"]
+        assert item["input_image"].startswith("data:image/png;base64,")
+
+
+def _jpeg(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+# ---- bad input -----------------------------------------------------------------------------
+
+
+def test_body_over_the_limit_is_413_before_it_is_read():
+    small = TestClient(create_app(StandIn(), max_body_bytes=10_000))
+    assert_json_error(small.post("/api/predict", content=b"\0" * 10_001, headers={"Content-Type": "image/png"}), 413)
+    files = {"file": ("big.png", b"\0" * 20_000, "image/png")}
+    assert_json_error(small.post("/api/predict", files=files), 413)
+    # A chunked body has no Content-Length: it is counted as it arrives.
+    chunks = (b"\0" * 4096 for _ in range(5))
+    assert_json_error(small.post("/api/predict", content=chunks, headers={"Content-Type": "image/png"}), 413)
+
+
+def test_default_body_limit(client):
+    error = assert_json_error(
+        client.post("/api/predict", content=b"\0" * (MAX_BODY_BYTES + 1), headers={"Content-Type": "image/png"}), 413
+    )
+    assert str(MAX_BODY_BYTES) in error
+
+
+@pytest.mark.parametrize(
+    "request_kwargs",
+    [
+        {"files": {"file": ("notes.txt", b"hello", "text/plain")}},
+        {"files": {"file": ("doc.pdf", b"%PDF-1.4", "application/pdf")}},
+        {"content": b"hello", "headers": {"Content-Type": "text/plain"}},
+        {"content": b"hello"},
+        {"json": {"image": data_url(b"hello", "text/plain")}},
+        {"json": {"image": data_url(b"<svg/>", "image/svg+xml")}},
+    ],
+    ids=["multipart-text", "multipart-pdf", "raw-text", "no-type", "data-url-text", "data-url-svg"],
+)
+def test_non_images_are_415(client, request_kwargs):
+    error = assert_json_error(client.post("/api/predict", **request_kwargs), 415)
+    assert "image/png" in error
+
+
+def _bomb() -> bytes:
+    """A 1-bit PNG of 8000x8000 = 64 megapixels: a few KB on the wire, over the pixel limit."""
+    return png(Image.new("1", (8000, 8000)))
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda: png(Image.new("L", (64, 64), 255))[:60], "truncated"),
+        (lambda: b"\x89PNG\r\n\x1a\n" + b"garbage" * 50, "image"),
+        (lambda: b"", "empty"),
+        (_bomb, "limit"),
+    ],
+    ids=["truncated", "garbage", "empty", "pixel-bomb"],
+)
+def test_corrupt_images_are_400_with_a_clear_error(client, make, words):
+    error = assert_json_error(client.post("/api/predict", files={"file": ("x.png", make(), "image/png")}), 400)
+    assert words in error
+
+
+@pytest.mark.parametrize(
+    "request_kwargs, status",
+    [
+        ({"json": {"image": "not a data url"}}, 400),
+        ({"json": {"image": "data:image/png;base64,***"}}, 400),
+        ({"json": {"picture": "data:image/png;base64,AAAA"}}, 422),
+        ({"json": {"image": "data:image/png;base64,AAAA", "top_k": 0}}, 422),
+        ({"content": b"{not json", "headers": {"Content-Type": "application/json"}}, 422),
+        ({"files": {"picture": ("x.png", b"\x89PNG", "image/png")}}, 400),
+    ],
+    ids=["not-data-url", "bad-base64", "no-image-field", "top-k-0", "bad-json", "no-file-field"],
+)
+def test_malformed_requests_are_json_errors(client, request_kwargs, status):
+    assert_json_error(client.post("/api/predict", **request_kwargs), status)
+
+
+def test_a_bug_is_a_json_500_without_details():
+    def crash(image):
+        raise RuntimeError("secret /home/user/path in a stack frame")
+
+    c = TestClient(create_app(StandIn(crash)), raise_server_exceptions=False)
+    error = assert_json_error(c.post("/api/predict", content=png(Image.new("L", (8, 8))), headers={"Content-Type": "image/png"}), 500)
+    assert "secret" not in error
+
+
+# ---- the bounded pool ----------------------------------------------------------------------
+
+
+def test_a_burst_queues_up_to_the_limit_then_gets_503():
+    release, started = threading.Event(), threading.Event()
+
+    def slow(image):
+        started.set()
+        assert release.wait(10)
+
+    app = create_app(StandIn(slow), workers=1, max_queue=1)
+    image = png(Image.new("L", (8, 8)))
+
+    async def burst():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            post = lambda: c.post("/api/predict", content=image, headers={"Content-Type": "image/png"})  # noqa: E731
+            running = asyncio.create_task(post())
+            await asyncio.to_thread(started.wait, 10)  # the one worker is busy
+            queued = asyncio.create_task(post())
+            await asyncio.sleep(0.05)
+            refused = await post()  # worker busy and queue full
+            release.set()
+            return refused, await running, await queued
+
+    refused, running, queued = asyncio.run(burst())
+    assert_json_error(refused, 503)
+    assert refused.headers["retry-after"] == "1"
+    assert running.status_code == queued.status_code == 200
+
+
+# ---- digitlab serve ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_binds_loopback_prints_the_url_and_answers():
+    port = free_port()
+    cmd = [sys.executable, "-m", "digitlab", "serve", "--port", str(port), "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert f"http://127.0.0.1:{port}/" in line, line
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    assert json.load(r)["status"] == "ok"
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+                time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_serve_refuses_a_missing_checkpoint(tmp_path, capsys):
+    assert main(["serve", "--model", str(tmp_path / "missing.pt")]) != 0
+    assert "missing.pt" in capsys.readouterr().err
