@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
         # With standalone_mode=False, click returns typer.Exit's code instead of raising it.
         return rc if isinstance(rc, int) else 0
     except DigitlabError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")

@@ -1,3 +1,66 @@
-"""`digitlab bench` (being written)."""
+"""`digitlab bench`: measure time to accuracy, throughput, latency and memory on this machine."""
 
-from digitlab.cli.app import app  # noqa: F401
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from digitlab.cli.app import app
+
+console = Console()
+
+
+def _fmt(s: dict | None, unit: str = "", digits: int = 1) -> str:
+    """'median (min-max)' of a spread dict."""
+    if s is None:
+        return "not reached"
+    return f"{s['median']:.{digits}f}{unit} ({s['min']:.{digits}f}-{s['max']:.{digits}f})"
+
+
+def render(result: dict) -> Table:
+    """The bench result as one Rich table: medians with the min-max spread."""
+    table = Table(title=f"digitlab bench ({'quick, ' if result['quick'] else ''}{result['repeats']} repeats, "
+                        f"{result['provenance']['cpu']}, {result['provenance']['torch_threads']} threads)")
+    table.add_column("measure")
+    table.add_column("median (min-max)", justify="right")
+    for preset, r in result["time_to_accuracy"].items():
+        table.add_row(f"{preset}: final test accuracy", _fmt({k: 100 * v for k, v in r["final_acc"].items()
+                                                              if k != "values"}, "%", 2))
+        table.add_row(f"{preset}: train seconds", _fmt(r["train_seconds"], " s"))
+        for t in ("0.990", "0.995"):
+            table.add_row(f"{preset}: time to {100 * float(t):.1f}% ({r[f'reached_{t}']}/{len(r['runs'])} runs)",
+                          _fmt(r[f"time_to_{t}"], " s"))
+    cw = result["command_wall"]
+    table.add_row("`digitlab train` wall time", _fmt(cw["wall_seconds"], " s"))
+    table.add_row("`digitlab train` peak RSS", _fmt(cw["peak_rss_mb"], " MB", 0))
+    for name, r in result["throughput"].items():
+        table.add_row(f"{name}: reference img/s", _fmt(r["reference"], "", 0))
+        table.add_row(f"{name}: digitlab fp32 img/s (x{r['ratio_fp32']:.2f})", _fmt(r["digitlab_fp32"], "", 0))
+        table.add_row(f"{name}: digitlab bf16 img/s (x{r['ratio_bf16']:.2f})", _fmt(r["digitlab_bf16"], "", 0))
+    inf = result["inference"]
+    for p, s in inf["batch_1000_images_per_s"].items():
+        table.add_row(f"{inf['model']} inference batch 1000 {p} img/s", _fmt(s, "", 0))
+    lat = inf["single_image_ms"]
+    table.add_row(f"{inf['model']} single image p50 / p99", f"{lat['p50']:.2f} / {lat['p99']:.2f} ms")
+    return table
+
+
+@app.command()
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="A tiny smoke run (subset, few batches, 1 repeat) for CI."),
+    repeats: int = typer.Option(3, help="Repetitions of each measurement; medians and spread are reported."),
+    out: str = typer.Option("bench", "--out", help="Directory for bench.json."),
+    data_dir: Optional[str] = typer.Option(None, help="Where the MNIST files are (default: $DIGITLAB_DATA, then the cache)."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+) -> None:
+    """Time to 99.0%/99.5%, training throughput vs a seed-style loop, inference latency, peak memory."""
+    from digitlab.bench import run_bench
+
+    result = run_bench(quick=quick, repeats=repeats, out_dir=out, data_dir=data_dir, device=device,
+                       argv=sys.argv[1:], log=lambda m: console.print(f"[dim]{m}[/]"))
+    console.print(render(result))
+    console.print(f"written {out}/bench.json", highlight=False)

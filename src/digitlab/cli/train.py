@@ -121,7 +121,7 @@ def train(
         run_dir = Path(cfg.runs_dir) / (cfg.name or "")
         Console(stderr=True).print(
             f"\ninterrupted: the last completed epoch is saved; continue with `digitlab train --resume {run_dir}`",
-            highlight=False)
+            highlight=False, soft_wrap=True)
         raise typer.Exit(130)
     from digitlab.engine.dist import detect
 

@@ -106,6 +106,9 @@ def _progress(enabled: bool):
 def _fetch(url: str, dest: Path, progress: bool, timeout: float) -> Path:
     """Stream ``url`` into a temporary file next to ``dest``; returns the temporary path."""
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; data files are shared like any download
     try:
         req = urllib.request.Request(url, headers={"User-Agent": "digitlab"})
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(req, timeout=timeout) as resp:

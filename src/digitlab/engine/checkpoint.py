@@ -12,6 +12,8 @@ from torch import nn
 from digitlab.errors import DigitlabError
 
 FORMAT_VERSION = 1
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 REQUIRED_KEYS = ("model_name", "model_args", "state_dict", "classes", "channels", "image_size", "mean", "std")
 
 
@@ -32,6 +34,7 @@ def save_checkpoint(path: str | Path, ckpt: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; checkpoints are shared like any saved file
         with os.fdopen(fd, "wb") as f:
             torch.save({"digitlab": FORMAT_VERSION, **ckpt}, f)
             f.flush()

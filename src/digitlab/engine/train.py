@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,12 +196,19 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
 
 
 def _write_metrics_csv(path: Path, history: list[dict]) -> None:
+    """Rewrite metrics.csv through a temporary file and a rename: a Ctrl-C mid-write keeps the previous one."""
     if not history:
         return
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(history[0]))
-        w.writeheader()
-        w.writerows(history)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(history[0]))
+            w.writeheader()
+            w.writerows(history)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def train(cfg: RunConfig, *, data: ImageData | None = None, resume: dict | None = None, quiet: bool = False,

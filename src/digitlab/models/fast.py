@@ -1,1 +1,83 @@
-"""(being written)"""
+"""digitlab's fast nets: small BatchNorm conv nets tuned for time to accuracy.
+
+``fast`` is the default MNIST model. On a 2-core CPU the cost of a small conv net is dominated
+by memory traffic at full resolution, not by multiply-adds, so its stem is a stride-2 4x4 conv
+that goes straight to 14x14 (almost twice the images/s of conv + maxpool at 28x28, same
+one-epoch accuracy; BENCHMARKS.md). ``fast-wide`` spends more compute for ``--preset best``;
+``fast-cifar`` is an airbench-style net for CIFAR-10 on a GPU.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from digitlab.models.cnn import require_min_size
+from digitlab.models.registry import register_model
+
+
+def conv_bn(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, padding: int = 1) -> list[nn.Module]:
+    # No conv bias: the BatchNorm that follows has its own. BN keeps fp32 statistics under autocast.
+    return [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
+            nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+
+class FastNet(nn.Module):
+    """Stride-2 stem, two 3x3 conv stages with one maxpool between, global max pool, linear head."""
+
+    def __init__(self, *, num_classes: int, in_channels: int, width: int, depth: int):
+        super().__init__()
+        w1, w2, w3 = width, 2 * width, 4 * width
+        layers = conv_bn(in_channels, w1, kernel=4, stride=2, padding=1)  # (B, w1, H/2, W/2)
+        layers += conv_bn(w1, w2)
+        for _ in range(depth - 1):
+            layers += conv_bn(w2, w2)
+        layers += [nn.MaxPool2d(2)]  # (B, w2, H/4, W/4)
+        layers += conv_bn(w2, w3)
+        for _ in range(depth - 1):
+            layers += conv_bn(w3, w3)
+        self.features = nn.Sequential(*layers)
+        # Global max pool: works at any input size and costs nothing; max beats mean on digits
+        # (a stroke is where it is, not spread over the image).
+        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.head = nn.Linear(w3, num_classes)
+
+    def forward(self, x):  # x: (B, C, H, W)
+        return self.head(self.pool(self.features(x)).flatten(1))  # (B, num_classes)
+
+
+@register_model("fast", "digitlab's default: 3-conv BatchNorm net with a stride-2 stem (width 16: 99% MNIST in 2 epochs)")
+def fast(*, num_classes: int = 10, in_channels: int = 1, image_size: int = 28, width: int = 16) -> nn.Module:
+    require_min_size("fast", image_size, 4)  # stride-2 stem and one pool; global pooling takes any larger size
+    return FastNet(num_classes=num_classes, in_channels=in_channels, width=width, depth=1)
+
+
+@register_model("fast-wide", "deeper/wider fast net for --preset best (5 convs, width 48)")
+def fast_wide(*, num_classes: int = 10, in_channels: int = 1, image_size: int = 28, width: int = 48) -> nn.Module:
+    require_min_size("fast-wide", image_size, 4)
+    return FastNet(num_classes=num_classes, in_channels=in_channels, width=width, depth=2)
+
+
+class Mul(nn.Module):
+    """Scales the logits (airbench: a fixed temperature lets a plain lr schedule work)."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x):
+        return x * self.scale
+
+
+def _cifar_block(c_in: int, c_out: int) -> list[nn.Module]:
+    # airbench's block: conv, pool, BN, GELU, conv, BN, GELU.
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(c_out), nn.GELU(),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.GELU()]
+
+
+@register_model("fast-cifar", "airbench-style CIFAR-10 net for GPUs (2x2 stem, 3 conv blocks, ~2M params)")
+def fast_cifar(*, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, width: int = 64) -> nn.Module:
+    require_min_size("fast-cifar", image_size, 9)  # 2x2 stem, then three 2x2 pools
+    w1, w2, w3 = width, 4 * width, 4 * width
+    stem = [nn.Conv2d(in_channels, 24, 2, padding=0, bias=True), nn.GELU()]  # (B, 24, H-1, W-1)
+    return nn.Sequential(*stem, *_cifar_block(24, w1), *_cifar_block(w1, w2), *_cifar_block(w2, w3),
+                         nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(w3, num_classes, bias=False), Mul(1 / 9))

@@ -1,0 +1,299 @@
+"""`digitlab bench`: time to accuracy, training throughput vs a seed-style reference, inference, memory.
+
+Every number is measured on the machine it runs on, repeated, and reported as the median with
+its spread (min-max). The reference loop is written the way the seeds write training: a
+per-sample ``torch.utils.data.Dataset`` that normalises each image, a ``DataLoader`` with batch 64
+and shuffling, fp32, contiguous tensors. digitlab's path is the engine's: uint8 data in memory,
+index-sliced batches normalised as a whole, channels_last and bf16 autocast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from digitlab.config import RunConfig
+from digitlab.data.base import ImageData
+
+TARGETS = (0.99, 0.995)
+SEED_MODELS = ("cnn", "cnn-k", "cnn-004", "cnn-small", "lenet5", "mlp")  # the MNIST seeds
+SEED_PRESET = {"cnn": "seed000", "cnn-k": "seed001", "cnn-004": "seed004", "cnn-small": "seed002-cnn",
+               "lenet5": "seed003", "mlp": "seed002-mlp"}
+REF_BATCH = 64  # the seeds' DataLoader batch size
+
+
+def spread(values: list[float]) -> dict:
+    """Median, min, max and the raw values of a list of measurements."""
+    v = [float(x) for x in values]
+    return {"median": statistics.median(v), "min": min(v), "max": max(v), "values": v}
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. time to accuracy
+
+
+def _time_to(history: list[dict], target: float) -> float | None:
+    """Elapsed seconds at the first evaluation that reached ``target`` (None if none did)."""
+    for row in history:
+        if row.get("test_acc") is not None and row["test_acc"] >= target:
+            return row["elapsed"]
+    return None
+
+
+def time_to_accuracy(data: ImageData, preset: str, repeats: int, *, device: str, quick: bool) -> dict:
+    """Train a preset through the engine's ``train()`` ``repeats`` times (seeds 0..n-1)."""
+    from digitlab.engine.presets import apply_preset
+    from digitlab.engine.train import train
+
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="digitlab-bench-") as tmp:
+        for seed in range(repeats):
+            cfg = apply_preset(RunConfig(runs_dir=tmp, name=f"{preset}-{seed}"), preset)
+            cfg.train.seed, cfg.train.device, cfg.train.eval_every = seed, device, 1
+            if quick:
+                cfg.train.epochs, cfg.train.dry_run = 1, True  # 3 batches, then the evaluation
+            res = train(cfg, data=data, quiet=True)
+            runs.append({"seed": seed, "final_acc": res.final_acc, "train_seconds": res.train_seconds,
+                         **{f"time_to_{t:.3f}": _time_to(res.history, t) for t in TARGETS},
+                         "history": [{k: r[k] for k in ("epoch", "test_acc", "elapsed")} for r in res.history]})
+    out = {"preset": preset, "runs": runs,
+           "final_acc": spread([r["final_acc"] for r in runs]),
+           "train_seconds": spread([r["train_seconds"] for r in runs])}
+    for t in TARGETS:
+        hit = [r[f"time_to_{t:.3f}"] for r in runs]
+        out[f"time_to_{t:.3f}"] = spread(hit) if all(h is not None for h in hit) else None
+        out[f"reached_{t:.3f}"] = sum(h is not None for h in hit)
+    return out
+
+
+def command_wall(args: list[str], repeats: int) -> dict:
+    """Wall time and peak RSS of a whole ``digitlab ...`` command in a fresh process."""
+    walls, rss = [], []
+    exe = [sys.executable, "-m", "digitlab"]
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        proc = subprocess.run(exe + args, capture_output=True, text=True)
+        walls.append(time.perf_counter() - t0)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+        # ru_maxrss of children is the largest child so far (KiB on Linux); the train child dominates.
+        rss.append(max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before) / 1024)
+    return {"command": "digitlab " + " ".join(args), "wall_seconds": spread(walls), "peak_rss_mb": spread(rss)}
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. training throughput: digitlab's path vs the seeds' way
+
+
+class SeedStyleDataset(torch.utils.data.Dataset):
+    """How the seeds feed MNIST: one image at a time, converted and normalised in Python."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, mean: float, std: float):
+        self.x, self.y, self.mean, self.std = x, y, mean, std
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int):
+        img = torch.from_numpy(self.x[i]).float().div(255.0)  # (1, 28, 28), like ToTensor()
+        return (img - self.mean) / self.std, int(self.y[i])  # like Normalize((0.1307,), (0.3081,))
+
+
+def _optimizer(model: torch.nn.Module, preset: str) -> torch.optim.Optimizer:
+    from digitlab.engine.optim import build_optimizer
+    from digitlab.engine.presets import apply_preset
+
+    return build_optimizer(model, apply_preset(RunConfig(), preset).train)
+
+
+def reference_throughput(model_name: str, data: ImageData, steps: int) -> float:
+    """Images/s of a seed-style loop: Dataset + DataLoader(batch 64, shuffle), fp32, contiguous."""
+    from digitlab.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(model_name, num_classes=10, in_channels=1, image_size=28)
+    opt = _optimizer(model, SEED_PRESET[model_name])
+    ds = SeedStyleDataset(data.train_x.numpy(), data.train_y.numpy(), data.mean[0], data.std[0])
+    loader = torch.utils.data.DataLoader(ds, batch_size=REF_BATCH, shuffle=True)
+    model.train()
+    seen, t0, it = 0, None, iter(loader)
+    for i in range(steps + 2):  # two warm-up steps outside the clock
+        if i == 2:
+            t0 = time.perf_counter()
+        try:
+            x, y = next(it)
+        except StopIteration:
+            it = iter(loader)
+            x, y = next(it)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        seen += len(y) if i >= 2 else 0
+    return seen / (time.perf_counter() - t0)
+
+
+def fast_throughput(model_name: str, data: ImageData, steps: int, *, precision: str, batch_size: int = REF_BATCH,
+                    device: str = "cpu") -> float:
+    """Images/s of digitlab's engine path (same model, optimizer and batch size as the seed)."""
+    from digitlab.data.loader import iterate_batches, normalize
+    from digitlab.engine.device import autocast
+    from digitlab.models import create_model
+
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    model = create_model(model_name, num_classes=10, in_channels=1, image_size=28).to(dev)
+    model = model.to(memory_format=torch.channels_last)
+    opt = _optimizer(model, SEED_PRESET[model_name])
+    x_all, y_all = data.train_x.to(dev), data.train_y.to(dev)
+    gen = torch.Generator().manual_seed(0)
+    model.train()
+    seen, t0, batches = 0, None, iterate_batches(x_all, y_all, batch_size, shuffle=True, generator=gen)
+    for i in range(steps + 2):
+        if i == 2:
+            _sync(dev)
+            t0 = time.perf_counter()
+        try:
+            xb, yb = next(batches)
+        except StopIteration:
+            batches = iterate_batches(x_all, y_all, batch_size, shuffle=True, generator=gen)
+            xb, yb = next(batches)
+        xb = normalize(xb, data.mean, data.std).contiguous(memory_format=torch.channels_last)  # (B, 1, 28, 28)
+        with autocast(dev, precision):
+            logits = model(xb)
+        loss = F.cross_entropy(logits.float(), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        seen += len(yb) if i >= 2 else 0
+    _sync(dev)
+    return seen / (time.perf_counter() - t0)
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def throughput(data: ImageData, repeats: int, steps: int, *, device: str, models=SEED_MODELS) -> dict:
+    """Both paths back to back for each seed model, ``repeats`` times; ratios of the medians."""
+    out = {}
+    for name in models:
+        ref, f32, b16 = [], [], []
+        for _ in range(repeats):  # interleaved, so a noisy neighbour hits all three alike
+            ref.append(reference_throughput(name, data, steps))
+            f32.append(fast_throughput(name, data, steps, precision="fp32", device=device))
+            b16.append(fast_throughput(name, data, steps, precision="bf16", device=device))
+        r, a, b = spread(ref), spread(f32), spread(b16)
+        out[name] = {"reference": r, "digitlab_fp32": a, "digitlab_bf16": b,
+                     "ratio_fp32": a["median"] / r["median"], "ratio_bf16": b["median"] / r["median"],
+                     "ratio_best": max(a["median"], b["median"]) / r["median"]}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. inference
+
+
+@torch.inference_mode()
+def inference(data: ImageData, repeats: int, *, quick: bool) -> dict:
+    """Batch-1000 throughput (bf16, channels_last) and single-image latency (fp32) of the default model."""
+    from digitlab.config import ModelConfig
+    from digitlab.data.loader import normalize
+    from digitlab.engine.device import autocast
+    from digitlab.models import create_model
+
+    m = ModelConfig()
+    kw = {"width": m.width} if m.width is not None else {}
+    model = create_model(m.model, num_classes=10, in_channels=1, image_size=28, **kw).eval()
+    cpu = torch.device("cpu")
+    x = data.test_x[:1000]
+    batch_rates = {}
+    for precision in ("fp32", "bf16"):
+        mcl = model.to(memory_format=torch.channels_last)
+        rates = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(1 if quick else 5):
+                xb = normalize(x, data.mean, data.std).contiguous(memory_format=torch.channels_last)
+                with autocast(cpu, precision):
+                    mcl(xb)
+            rates.append((1 if quick else 5) * len(x) / (time.perf_counter() - t0))
+        batch_rates[precision] = spread(rates)
+    model = model.to(memory_format=torch.contiguous_format)
+    n = 30 if quick else 300
+    lat = []
+    for i in range(n + 10):
+        t0 = time.perf_counter()
+        model(normalize(data.test_x[i % len(data.test_x)][None], data.mean, data.std))  # (1, 1, 28, 28)
+        if i >= 10:
+            lat.append((time.perf_counter() - t0) * 1000)
+    return {"model": m.model, "batch_1000_images_per_s": batch_rates,
+            "single_image_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
+                                "samples": n, "precision": "fp32"}}
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole benchmark
+
+
+def run_bench(*, quick: bool = False, repeats: int = 3, out_dir: str | Path = "bench", data_dir: str | None = None,
+              device: str = "cpu", argv: list[str] | None = None, log=print) -> dict:
+    """Run every section and write ``bench.json`` into ``out_dir``; returns the result dict."""
+    from digitlab.data import load_dataset
+    from digitlab.provenance import provenance
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    repeats = 1 if quick else max(1, repeats)
+    data = load_dataset("mnist", data_dir, download=data_dir is None)
+    if quick:
+        data = data.subset(2000, 500)
+    steps = 3 if quick else 60
+    result: dict = {"quick": quick, "repeats": repeats, "device": device,
+                    "command": "digitlab " + " ".join(argv if argv is not None else sys.argv[1:]),
+                    "provenance": provenance(),
+                    "clock": "time to accuracy: first training step to the end of the evaluation that reached it, "
+                             "data already in memory (TrainResult.history[].elapsed)"}
+
+    log("1/4 time to accuracy")
+    result["time_to_accuracy"] = {p: time_to_accuracy(data, p, repeats, device=device, quick=quick)
+                                  for p in ("fast", "fast-99.5")}
+    with tempfile.TemporaryDirectory(prefix="digitlab-bench-cmd-") as tmp:
+        args = ["train", "--runs-dir", tmp, "--device", device, "-q"]
+        if data_dir:
+            args += ["--data-dir", str(data_dir), "--no-download"]
+        if quick:
+            args += ["--limit-train", "2000", "--limit-test", "500", "--epochs", "1", "--dry-run"]
+        result["command_wall"] = command_wall(args, repeats)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    log("2/4 training throughput vs the seed-style reference")
+    result["throughput"] = throughput(data, repeats, steps, device=device,
+                                      models=("cnn",) if quick else SEED_MODELS)
+    log("3/4 inference")
+    result["inference"] = inference(data, repeats, quick=quick)
+    log("4/4 memory")
+    result["memory"] = {"default_train_peak_rss_mb": result["command_wall"]["peak_rss_mb"],
+                        "bench_process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if torch.cuda.is_available() and device.startswith("cuda"):
+        result["memory"]["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    (out_dir / "bench.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def threads_note() -> str:
+    return f"{torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs"
