@@ -78,19 +78,29 @@ def time_to_accuracy(data: ImageData, preset: str, repeats: int, *, device: str,
     return out
 
 
+# Runs the CLI and reports the process's own peak RSS. VmHWM, not getrusage: ru_maxrss of a child
+# started by fork/exec also counts the parent's memory at the fork.
+_RSS_WRAPPER = (
+    "import sys\n"
+    "from digitlab.cli import main\n"
+    "rc = main(sys.argv[1:])\n"
+    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')]\n"
+    "sys.stderr.write('PEAK_RSS_KB=' + (hwm[0].split()[1] if hwm else '0') + '\\n')\n"
+    "sys.exit(rc)\n"
+)
+
+
 def command_wall(args: list[str], repeats: int) -> dict:
     """Wall time and peak RSS of a whole ``digitlab ...`` command in a fresh process."""
     walls, rss = [], []
-    exe = [sys.executable, "-m", "digitlab"]
     for _ in range(repeats):
         t0 = time.perf_counter()
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        proc = subprocess.run(exe + args, capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-c", _RSS_WRAPPER, *args], capture_output=True, text=True)
         walls.append(time.perf_counter() - t0)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-        # ru_maxrss of children is the largest child so far (KiB on Linux); the train child dominates.
-        rss.append(max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before) / 1024)
+        kb = [line.split("=", 1)[1] for line in proc.stderr.splitlines() if line.startswith("PEAK_RSS_KB=")]
+        rss.append(int(kb[-1]) / 1024 if kb else float("nan"))
     return {"command": "digitlab " + " ".join(args), "wall_seconds": spread(walls), "peak_rss_mb": spread(rss)}
 
 
@@ -269,9 +279,14 @@ def run_bench(*, quick: bool = False, repeats: int = 3, out_dir: str | Path = "b
                     "clock": "time to accuracy: first training step to the end of the evaluation that reached it, "
                              "data already in memory (TrainResult.history[].elapsed)"}
 
+    def save() -> None:  # after every section, so an interrupted run keeps what it measured
+        (out_dir / "bench.json").write_text(json.dumps(result, indent=2))
+
     log("1/4 time to accuracy")
-    result["time_to_accuracy"] = {p: time_to_accuracy(data, p, repeats, device=device, quick=quick)
-                                  for p in ("fast", "fast-99.5")}
+    result["time_to_accuracy"] = {}
+    for preset in ("fast", "fast-99.5"):
+        result["time_to_accuracy"][preset] = time_to_accuracy(data, preset, repeats, device=device, quick=quick)
+        save()
     with tempfile.TemporaryDirectory(prefix="digitlab-bench-cmd-") as tmp:
         args = ["train", "--runs-dir", tmp, "--device", device, "-q"]
         if data_dir:
@@ -280,18 +295,21 @@ def run_bench(*, quick: bool = False, repeats: int = 3, out_dir: str | Path = "b
             args += ["--limit-train", "2000", "--limit-test", "500", "--epochs", "1", "--dry-run"]
         result["command_wall"] = command_wall(args, repeats)
         shutil.rmtree(tmp, ignore_errors=True)
+    save()
 
     log("2/4 training throughput vs the seed-style reference")
     result["throughput"] = throughput(data, repeats, steps, device=device,
                                       models=("cnn",) if quick else SEED_MODELS)
+    save()
     log("3/4 inference")
     result["inference"] = inference(data, repeats, quick=quick)
+    save()
     log("4/4 memory")
     result["memory"] = {"default_train_peak_rss_mb": result["command_wall"]["peak_rss_mb"],
                         "bench_process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if torch.cuda.is_available() and device.startswith("cuda"):
         result["memory"]["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    (out_dir / "bench.json").write_text(json.dumps(result, indent=2))
+    save()
     return result
 
 
