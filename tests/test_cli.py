@@ -32,7 +32,7 @@ CIFAR_PRESETS = [name for name, d in PRESET_DATASET.items() if d == "cifar10"]
 LIMITS = ["--limit-train", "512", "--limit-test", "256"]
 # Top-level commands that have a smoke test; a new command needs one. `bench --quick` takes ~30 s on
 # 2 cores, so it runs end to end in tests/test_bench.py and only its --help runs here.
-SMOKED = {"models", "summary", "train", "eval", "data", "experiment", "predict", "serve", "bench"}
+SMOKED = {"models", "summary", "train", "eval", "data", "experiment", "predict", "serve", "bench", "export"}
 RUN_FILES = ("config.json", "best.pt", "last.pt", "metrics.csv", "curves.png", "confusion.png", "errors.png",
              "report.txt", "eval.json")
 EVAL_FILES = ("confusion.png", "errors.png", "report.txt", "eval.json")
@@ -206,6 +206,33 @@ def test_eval_mnist_run(mnist_dir, isolated_data_env, tmp_path, capsys):
     assert 0.0 <= metrics["accuracy"] <= 1.0 and 0.0 <= metrics["macro_f1"] <= 1.0
     for f in EVAL_FILES:
         assert (run / f).is_file()
+
+
+def test_export_slims_a_checkpoint_that_still_predicts(mnist_dir, isolated_data_env, tmp_path, capsys, monkeypatch):
+    """`export RUN OUT` keeps what inference needs, in float16, and predicts like the original."""
+    from digitlab.inference import predictor as predictor_mod
+    from digitlab.inference.predictor import Predictor
+
+    assert main(["train", "--preset", "seed002-cnn", "--dry-run", *LIMITS, "--data-dir", str(mnist_dir),
+                 "--no-download", "--runs-dir", str(tmp_path), "--name", "r", "-q"]) == 0
+    out = tmp_path / "slim.pt"
+    assert main(["export", str(tmp_path / "r"), str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    full, slim = load_checkpoint(tmp_path / "r" / "best.pt"), load_checkpoint(out)
+    assert "optimizer" not in slim and "history" not in slim and slim["classes"] == full["classes"]
+    assert all(v.dtype == torch.float16 for v in slim["state_dict"].values() if v.is_floating_point())
+    assert out.stat().st_size < (tmp_path / "r" / "last.pt").stat().st_size
+    img = Image.fromarray(np.pad(np.full((40, 8), 255, np.uint8), 30))  # a "1" on black
+    a, b = Predictor.load(tmp_path / "r" / "best.pt").predict(img), Predictor.load(out).predict(img)
+    assert a.text == b.text and abs(a.items[0].probability - b.items[0].probability) < 0.01
+
+    # --as-default writes the package's shipped model (redirected here to a temporary file).
+    target = tmp_path / "assets" / "default.pt"
+    monkeypatch.setattr(predictor_mod, "default_model_path", lambda must_exist=True: target)
+    assert main(["export", str(out), "--as-default", "--full"]) == 0
+    assert load_checkpoint(target)["model_name"] == "cnn-small"
+    assert main(["export", str(out)]) == 2  # neither OUT nor --as-default
+    assert "either an output path" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("preset", CIFAR_PRESETS)

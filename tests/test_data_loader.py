@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 import torch
@@ -131,17 +130,14 @@ def test_default_augment():
     assert default_augment("fashion-mnist") == "none" and default_augment("/some/folder") == "none"
 
 
-def test_speed_on_real_mnist(mnist_dir, isolated_data_env):
-    """Shift on all 60,000 images in batches: well under a second per epoch on one CPU thread."""
+def test_shift_on_real_mnist_keeps_digits(mnist_dir, isolated_data_env):
+    """All 60,000 training digits shifted as one batch: each keeps nearly all its ink (MNIST's margin).
+
+    (How fast this runs is measured by `digitlab bench`, not asserted here.)
+    """
     data = load_dataset("mnist", mnist_dir, download=False)
-    g = gen()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread: timings on a shared machine are steadier
-    try:
-        t0 = time.perf_counter()
-        for xb, _ in iterate_batches(data.train_x, data.train_y, 512, shuffle=True, generator=g):
-            normalize(augment(xb, "shift", g), data.mean, data.std)
-        seconds = time.perf_counter() - t0
-    finally:
-        torch.set_num_threads(threads)
-    assert seconds < 3, f"shift + normalize epoch took {seconds:.2f}s"  # ~0.25 s on an idle core
+    out = augment(data.train_x, "shift", gen())
+    assert out.dtype == torch.uint8 and out.shape == data.train_x.shape
+    kept = out.float().sum(dim=(1, 2, 3)) / data.train_x.float().sum(dim=(1, 2, 3))
+    assert kept.min() > 0.85 and (kept > 0.95).float().mean() > 0.99
+    assert (out != data.train_x).any(dim=(1, 2, 3)).float().mean() > 0.9  # most digits moved

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import struct
-import time
 from pathlib import Path
 
 import numpy as np
@@ -248,15 +247,12 @@ def test_missing_files_without_download_says_what_to_put_where(tmp_path, isolate
 
 
 def test_real_mnist(mnist_dir, isolated_data_env):
-    t0 = time.perf_counter()
     data = load_dataset("mnist", mnist_dir, download=False)
-    seconds = time.perf_counter() - t0
     assert data.train_x.shape == (60000, 1, 28, 28) and data.test_x.shape == (10000, 1, 28, 28)
     assert data.train_x.dtype == torch.uint8 and data.train_y.dtype == torch.int64
     assert int(data.train_y.min()) == 0 and int(data.train_y.max()) == 9
     assert set(data.test_y.unique().tolist()) == set(range(10))
     assert abs(data.train_x.float().mean().item() / 255 - 0.1307) < 1e-3
-    assert seconds < 10, f"loading MNIST took {seconds:.1f}s"
 
 
 def test_real_mnist_from_parent_dir(mnist_dir, isolated_data_env):

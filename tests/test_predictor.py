@@ -141,3 +141,28 @@ def test_slim_checkpoint_drops_training_state():
     slim = PR.slim_checkpoint({"model_name": "m", "state_dict": sd, "optimizer": {}, "rng": {}, "history": []})
     assert set(slim) == {"model_name", "state_dict"}
     assert slim["state_dict"]["w"].dtype == torch.float16 and slim["state_dict"]["n"].dtype == torch.int64
+
+
+def _reading(probabilities: list[float]) -> list[PR.DigitPrediction]:
+    return [PR.DigitPrediction(str(i), i, p, [], [], None, False) for i, p in enumerate(probabilities)]
+
+
+def test_best_reading_splits_and_joins_only_when_the_model_is_clearly_surer():
+    # Rows: 0, 1 = the two segments; 2, 3 = segment 0 cut in two; 4 = segments 0 and 1 joined.
+    def best(whole0, whole1, half_a, half_b, joined):
+        read = _reading([whole0, whole1, half_a, half_b, joined])
+        prep = PR._Prepared("x", torch.empty(5, 1, 28, 28), [], [], 0.0, n_main=2, halves={0: [2]}, joins={0: 4})
+        return [it.label for it in PR._best_reading(read, prep)]
+
+    assert best(0.9, 0.9, 0.9, 0.9, 0.9) == ["0", "1"]  # confident as segmented: kept
+    assert best(0.4, 0.9, 0.9, 0.9, 0.5) == ["2", "3", "1"]  # a weak wide digit, two sure halves: split
+    assert best(0.5, 0.4, 0.6, 0.6, 0.9) == ["4"]  # two weak parts, one sure digit together: joined
+    assert best(0.85, 0.9, 0.95, 0.95, 0.6) == ["0", "1"]  # halves only a little surer: not worth a split
+
+
+def test_wide_single_digits_are_not_split(shipped, mnist_test):
+    """Wide MNIST digits (an aspect over 1) as drawings: still one digit each."""
+    x, y = mnist_test
+    wide = [i for i in range(2000) if np.ptp(np.nonzero(x[i].max(0) > 50)[0]) > np.ptp(np.nonzero(x[i].max(1) > 50)[0])][:30]
+    ok = sum(shipped.predict(Image.fromarray(255 - x[i]).resize((280, 280))).text == str(y[i]) for i in wide)
+    assert len(wide) == 30 and ok >= 28

@@ -108,6 +108,45 @@ def test_ink_map_evens_out_lighting():
     assert ink[60, 110] > 0.7 and ink[60, 195] > 0.7  # dim and bright ends of the bar alike
 
 
+def marker_eight(size=280, width=100):
+    """A black '8' drawn with a marker on a white canvas: strokes wider than a pen's, small loops."""
+    img = Image.new("L", (size, size), 255)
+    d = ImageDraw.Draw(img)
+    d.ellipse((80, 20, 200, 130), outline=0, width=width // 2)
+    d.ellipse((70, 120, 210, 260), outline=0, width=width // 2)
+    return img
+
+
+def test_polarity_of_a_canvas_mostly_covered_by_ink():
+    g = P.to_grayscale(marker_eight())
+    assert (g < 0.5).mean() > 0.2  # ink is a large part of the image
+    assert P.has_light_background(g)
+    assert not P.has_light_background(1.0 - g)
+
+
+def test_marker_strokes_are_ink_through_and_through():
+    """A closing narrower than the strokes would keep only their rims: a marker 1 read as a hollow 0."""
+    img = Image.new("L", (280, 280), 255)
+    ImageDraw.Draw(img).line([(140, 30), (120, 250)], fill=0, width=55)  # a marker '1'
+    ink = P.ink_map(P.to_grayscale(img))
+    assert ink[140, 130] > 0.9  # the middle of the stroke, not only its edges
+    # The same on an unevenly lit photo: the closing window grows with the strokes.
+    g = P.to_grayscale(img) * np.linspace(0.6, 1.0, 280)[None, :].astype(np.float32)
+    ink = P.ink_map(g.astype(np.float32))
+    assert ink[140, 130] > 0.8 and ink[140, 20] < 0.1
+    a = one(img).image
+    for row in a[6:22]:  # the processed '1' is one solid stroke across, not two rims
+        runs = np.diff(np.concatenate([[0], (row > 128).astype(int), [0]]))
+        assert (runs == 1).sum() == 1 and row.max() == 255
+
+
+def test_marker_eight_keeps_its_loops():
+    a = one(marker_eight()).image
+    assert_mnist_like(a)
+    _, holes = ndi.label(ndi.binary_fill_holes(a > 100) & ~(a > 100))
+    assert holes == 2
+
+
 def test_otsu_splits_two_levels():
     v = np.concatenate([np.full(900, 0.1), np.full(100, 0.8)])
     assert 0.1 < P.otsu(v) < 0.8

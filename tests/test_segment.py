@@ -72,7 +72,7 @@ def test_wide_zero_is_not_cut_through_its_loop():
     m = mask_of(lambda d: d.ellipse((100, 40, 330, 160), outline=255, width=10))
     segs = S.segment_digits(m)
     assert len(segs) == 1
-    assert segs[0].alternative is None  # every cut would cross the hole
+    assert segs[0].alternatives == []  # every cut would cross the hole
 
 
 def test_wide_part_offers_a_two_digit_reading():
@@ -81,7 +81,11 @@ def test_wide_part_offers_a_two_digit_reading():
         d.line([(150, 170), (150, 30), (230, 30), (200, 170)], fill=255, width=14)
 
     segs = S.segment_digits(mask_of(draw))
-    assert len(segs) == 1 and segs[0].alternative is not None and len(segs[0].alternative) == 2
+    assert len(segs) == 1 and 1 <= len(segs[0].alternatives) <= S.CUT_CANDIDATES
+    cuts = [pieces[0].box[2] for pieces in segs[0].alternatives]
+    assert all(len(p) == 2 for p in segs[0].alternatives) and len(set(cuts)) == len(cuts)
+    for a, b in segs[0].alternatives:  # the two pieces cover the segment's ink between them
+        assert a.mask.sum() + b.mask.sum() == segs[0].mask.sum()
 
 
 def test_single_mode_takes_all_ink():
@@ -91,3 +95,25 @@ def test_single_mode_takes_all_ink():
 
     segs = S.segment_digits(mask_of(draw), multi=False)
     assert len(segs) == 1 and segs[0].width > 150
+
+
+def test_open_zero_halves_offer_a_join():
+    def draw(d):  # a 0 written as ( and ) that do not meet: two components side by side
+        d.arc((200, 30, 330, 170), 100, 260, fill=255, width=10)
+        d.arc((200, 30, 330, 170), 280, 80, fill=255, width=10)
+
+    segs = S.segment_digits(mask_of(draw))
+    assert len(segs) == 2
+    joined = segs[0].merged_with_next
+    assert joined is not None and segs[1].merged_with_next is None
+    assert joined.mask.sum() == segs[0].mask.sum() + segs[1].mask.sum()
+    assert joined.box == (segs[0].box[0], min(s.box[1] for s in segs), segs[1].box[2], max(s.box[3] for s in segs))
+
+
+def test_digits_far_apart_offer_no_join():
+    def draw(d):
+        d.line([(100, 30), (100, 170)], fill=255, width=10)
+        d.ellipse((300, 30, 400, 170), outline=255, width=10)
+
+    segs = S.segment_digits(mask_of(draw))
+    assert len(segs) == 2 and all(s.merged_with_next is None for s in segs)

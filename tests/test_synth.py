@@ -51,3 +51,48 @@ def test_kinds_look_as_promised(digits):
 def test_unknown_kind(digits):
     with pytest.raises(ValueError):
         synth.make_sample("sketch", *digits, 0, 0)
+
+
+def test_a_set_uses_each_digit_once():
+    """Image i takes test digit order[i]: a set of n images shows n different digits."""
+    x = np.zeros((50, 28, 28), dtype=np.uint8)
+    for i in range(50):
+        x[i, 4:24, 4 + i % 20 : 8 + i % 20] = 255  # a bar at a different place per digit
+        x[i, 4 + i // 20, 4:24] = 255
+    labels = np.arange(50) % 10
+    seen = {np.asarray(synth.make_sample("photo", x, labels, 0, i).image).tobytes() for i in range(50)}
+    assert len(seen) == 50
+    order = np.random.default_rng([0, synth.KINDS.index("photo")]).permutation(50)
+    assert sorted(order.tolist()) == list(range(50))
+
+
+def test_filled_loop_is_drawn_as_a_loop():
+    """A thick pen fills the loop of a 9; a thin canvas brush draws it open again."""
+    mask = np.zeros((200, 140), dtype=bool)
+    yy, xx = np.mgrid[0:200, 0:140]
+    mask |= (yy - 55) ** 2 + (xx - 70) ** 2 < 45**2  # the filled loop
+    mask[50:195, 100:118] = True  # the stem, ~18 px wide like the rest of the strokes
+    mask[20:40, 30:110] = True  # a stroke over the top, so the typical stroke is thin
+    dist = synth.ndi.distance_transform_edt(mask)
+    opened = synth._open_blobs(mask, dist, synth._thin(mask))
+    _, holes = synth.ndi.label(synth.ndi.binary_fill_holes(opened) & ~opened)
+    assert holes == 1 and opened[55, 70] == 0 and opened[150, 109]  # the core is cut out, the stem stays
+
+
+def test_marker_digits_keep_their_strokes():
+    """Strokes far thicker than MNIST's usual are drawn as they are, not thinned to another shape."""
+    ink = np.zeros((200, 120), dtype=np.float32)
+    ink[20:180, 30:90] = 1.0  # a very thick '1': 60 px wide, 160 tall
+    out = synth._brush(ink, radius=2.0)
+    assert out.shape[0] >= 200 and (out > 0.5).sum() > 0.8 * ink.sum()  # not a 4 px hairline
+
+
+def test_pen_keeps_a_faint_stroke():
+    """A pen does not fade: a faint part of an MNIST digit stays connected to the rest."""
+    ink = np.zeros((100, 100), dtype=np.float32)
+    ink[10:90, 45:55] = 1.0  # a strong stem
+    ink[10:20, 10:45] = 0.35  # a faint bar joined to it
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        pen = synth._pen(ink, rng)
+        assert synth._pieces(pen > 0.5) == 1 and pen[15, 20] > 0.5

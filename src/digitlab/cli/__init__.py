@@ -10,7 +10,7 @@ from digitlab.cli.app import app
 from digitlab.errors import DigitlabError
 
 # Explicit imports: each module registers its commands on `app`.
-from digitlab.cli import bench, data, experiment, models, predict, serve, train  # noqa: E402,F401
+from digitlab.cli import bench, data, experiment, export, models, predict, serve, train  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> int:

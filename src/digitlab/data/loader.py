@@ -27,6 +27,8 @@ ROTATE_DEG = 12.0
 SCALE = (0.85, 1.15)
 SHEAR = 0.2
 TRANSLATE_PX = 3.0
+ELASTIC_PX = 1.5  # largest displacement of the smooth random warp (pixels at 28 px): wobbly strokes
+ELASTIC_GRID = 4  # the warp's control points per side, interpolated smoothly between
 
 
 def default_augment(dataset_name: str) -> str:
@@ -144,8 +146,22 @@ def _identity_grid(h: int, w: int, device) -> torch.Tensor:
     return torch.stack([xs.view(1, w).expand(h, w), ys.view(h, 1).expand(h, w)], -1).view(1, h * w, 2)
 
 
+def elastic_field(n: int, h: int, w: int, generator: torch.Generator | None, device) -> torch.Tensor:
+    """A smooth random displacement per image, (N, H, W, 2) in grid units (x, y), at most ELASTIC_PX.
+
+    Simard et al.'s elastic distortion, cheaply: random offsets on a coarse grid of control
+    points, upsampled bicubically, so strokes bend the way a hand wavers instead of moving
+    as a whole.
+    """
+    coarse = _uniform(-1.0, 1.0, n * 2 * ELASTIC_GRID**2, generator, device).view(n, 2, ELASTIC_GRID, ELASTIC_GRID)
+    field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True).clamp_(-1.0, 1.0)  # (N, 2, H, W)
+    scale = torch.tensor([2.0 * ELASTIC_PX / w, 2.0 * ELASTIC_PX / h], device=device).view(1, 2, 1, 1)
+    return (field * scale).permute(0, 2, 3, 1)  # (N, H, W, 2)
+
+
 def random_affine_thickness(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Real handwriting: thicker or thinner strokes, then a random rotation, scale, shear and shift."""
+    """Real handwriting: thicker or thinner strokes, a smooth random warp, then a random
+    rotation, scale, shear and shift (one resampling for all of them)."""
     n, _, h, w = x.shape
     dev = x.device
     angle = _uniform(-ROTATE_DEG, ROTATE_DEG, n, generator, dev) * (math.pi / 180)
@@ -172,7 +188,8 @@ def random_affine_thickness(x: torch.Tensor, generator: torch.Generator | None) 
     offset = -(inv @ torch.stack([tx, ty], -1).unsqueeze(-1)).transpose(1, 2)  # (N, 1, 2)
     # grid = base @ inv^T + offset: the same as F.affine_grid, in one batched matmul.
     grid = torch.baddbmm(offset, _identity_grid(h, w, dev).expand(n, -1, -1), inv.transpose(1, 2))
-    out = F.grid_sample(xf, grid.view(n, h, w, 2), mode="bilinear", padding_mode="zeros", align_corners=False)
+    grid = grid.view(n, h, w, 2) + elastic_field(n, h, w, generator, dev)
+    out = F.grid_sample(xf, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 

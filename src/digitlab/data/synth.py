@@ -2,12 +2,13 @@
 
 Three kinds, each a folder of image files plus ``manifest.csv`` (file, label, kind):
 
-- ``photo``: a phone photo of a digit written on paper: dark ink on light, unevenly lit
-  (gradient and vignette), enlarged to 200-400 px, off-centre, slightly rotated, blurred,
+- ``photo``: a phone photo of a digit written on paper with a pen (strokes kept whole, thin to
+  thick): dark ink on light, unevenly lit (gradient and vignette), enlarged to 200-400 px, off-centre, slightly rotated, blurred,
   noisy, JPEG-compressed, RGB.
 - ``canvas``: a digit drawn with a mouse or pen on a 280 px browser canvas: the digit's
-  skeleton (strokes kept whole, loops open, thinning spurs pruned) redrawn with a thin to
-  thick brush, black on white, or black or white strokes
+  skeleton (strokes kept whole, loops open, filled loops hollowed, thinning spurs pruned)
+  redrawn with a thin to thick brush (digits written with a marker, ~11% of MNIST, keep
+  their own thick strokes), black on white, or black or white strokes
   on a transparent background (RGBA PNG, as ``canvas.toBlob`` gives).
 - ``number``: 2-5 digits in a row, a written number, photographed like ``photo``; gaps
   of 0.1-0.5x the digit height, and one gap in seven 0.01-0.08x (nearly touching; with
@@ -30,6 +31,10 @@ from scipy import ndimage as ndi
 
 KINDS = ("photo", "canvas", "number")
 MANIFEST = "manifest.csv"
+BLOB_CORE = 2.0  # ink further than this many stroke half-widths from the paper is a filled loop
+MARKER_HALF_WIDTH = 0.09  # strokes wider than 2x this of the digit's height: drawn with a marker (~11% of MNIST)
+MAX_DIGITS = 5  # the longest number
+PEN_FLOOR = 0.15  # the faintest enlarged MNIST ink that is still part of a stroke
 
 
 @dataclass
@@ -56,9 +61,26 @@ def _ink(digit: np.ndarray, height: int) -> np.ndarray:
     return np.clip(big, 0.0, 1.0)
 
 
+def _pieces(mask: np.ndarray) -> int:
+    return int(ndi.label(mask, structure=np.ones((3, 3)))[1])
+
+
 def _pen(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Crisp pen strokes from a blurry enlarged digit: a steep ramp at a random level (thinner or thicker)."""
+    """Crisp pen strokes from a blurry enlarged digit: a steep ramp at a random level (thinner or thicker).
+
+    A pen does not fade: where a thin MNIST stroke is fainter than the level (the loop of a
+    light 9), the level comes down until the digit is in as few pieces as its faint ink allows
+    and no faint part is left out (every faint ink pixel lies within a stroke's width of the drawing).
+    """
     level = rng.uniform(0.3, 0.65)
+    floor = ink > PEN_FLOOR
+    whole = _pieces(floor)
+    reach = float(ndi.distance_transform_edt(floor).max()) + 1.0  # the widest half-stroke, faint ink included
+    while level > PEN_FLOOR + 0.05:
+        drawn = ink > level
+        if drawn.any() and _pieces(drawn) <= whole and float(ndi.distance_transform_edt(~drawn)[floor].max()) <= reach:
+            break
+        level -= 0.05
     return np.clip((ink - level) / 0.12 + 0.5, 0.0, 1.0)
 
 
@@ -130,9 +152,36 @@ def _prune(skel: np.ndarray, length: int) -> np.ndarray:
     return grown
 
 
+def _open_blobs(mask: np.ndarray, dist: np.ndarray, skeleton: np.ndarray) -> np.ndarray:
+    """Hollow out ink far thicker than the strokes: a filled loop becomes a loop again.
+
+    A thick pen fills the small loops of an 8, 9 or 6 in many MNIST digits; thinning such a
+    blob gives a line, and the redrawn digit is another digit (an 8 becomes a 9). A person
+    drawing with a thin pen draws the loop, so the blob's core (further than BLOB_CORE stroke
+    half-widths from the paper) is cut out and the ring around it is what gets thinned.
+    """
+    half_width = float(np.median(dist[skeleton]))  # the typical stroke's half-width
+    core = dist > BLOB_CORE * max(half_width, 1.0)
+    return mask & ~core if core.any() else mask
+
+
 def _brush(ink: np.ndarray, radius: float) -> np.ndarray:
-    """Redraw a digit along its skeleton with a round brush of ``radius`` px, anti-aliased."""
+    """Redraw a digit along its skeleton with a round brush of ``radius`` px, anti-aliased.
+
+    A digit written with strokes far thicker than MNIST's usual (a marker) has no one thin
+    drawing: its skeleton is another shape (a thick 2 thins to a Z, a thick 6 to an L). Such a
+    digit is drawn as it is, with the marker: its own stroke shape, anti-aliased.
+    """
     mask = _stroke_mask(ink)
+    dist = ndi.distance_transform_edt(mask)
+    skeleton = _thin(mask)
+    if not skeleton.any():
+        return mask.astype(np.float32)
+    if float(np.median(dist[skeleton])) > MARKER_HALF_WIDTH * ink.shape[0]:
+        padded = np.pad(mask, 2)
+        outline = ndi.distance_transform_edt(~padded) - ndi.distance_transform_edt(padded)  # signed distance
+        return np.clip(0.5 - outline, 0.0, 1.0)  # the mask with a one-pixel anti-aliased edge
+    mask = _open_blobs(mask, dist, skeleton)
     skeleton = _prune(_thin(mask), length=max(3, int(0.08 * max(ink.shape))))
     pad = int(np.ceil(radius)) + 2
     dist = ndi.distance_transform_edt(~np.pad(skeleton, pad))
@@ -244,11 +293,15 @@ def number(digits: list[np.ndarray], rng: np.random.Generator) -> Image.Image:
 def make_sample(kind: str, images: np.ndarray, labels: np.ndarray, seed: int, i: int) -> Sample:
     """Sample ``i`` of a kind: its own generator, so it does not depend on how many are made."""
     rng = np.random.default_rng([seed, KINDS.index(kind), i])
+    # Distinct digits: image i takes its digits from one seeded permutation of the set, so a set
+    # of n images (n * MAX_DIGITS for numbers) up to the set's size uses each digit once.
+    order = np.random.default_rng([seed, KINDS.index(kind)]).permutation(len(images))
     if kind == "number":
-        idx = rng.integers(0, len(images), size=int(rng.integers(2, 6)))
+        n = int(rng.integers(2, MAX_DIGITS + 1))
+        idx = order[(MAX_DIGITS * i + np.arange(n)) % len(images)]
         label = "".join(str(int(labels[j])) for j in idx)
         return Sample(number([images[j] for j in idx], rng), label, kind, "jpg")
-    j = int(rng.integers(0, len(images)))
+    j = int(order[i % len(images)])
     if kind == "photo":
         return Sample(photo(images[j], rng), str(int(labels[j])), kind, "jpg")
     if kind == "canvas":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -25,9 +26,10 @@ from digitlab.inference.image import load_image
 from digitlab.inference.preprocess import generic_image, normalize, preprocess_digits
 
 UNCERTAIN_BELOW = 0.6  # a top probability under this is flagged as uncertain
-SPLIT_BELOW = 0.8  # a wide digit read with less confidence than this is read as two touching
-HALVES_ABOVE = 0.7  # digits instead when both halves are read with more than this (and than the whole)
-# (label smoothing 0.1 caps a confident digit near 0.9, hence these levels)
+SPLIT_COST = 0.3  # log-probability a cut of one segment into two digits must gain to be taken
+# (label smoothing 0.1 caps a confident digit near 0.9: two confident halves never beat a confident
+# whole by this much, while a misread whole at 0.5 against two halves at 0.9 does)
+JOIN_COST = 1.0  # ... and a join of two neighbours into one digit
 DEFAULT_MODEL = "default.pt"  # the shipped model, in digitlab/assets/
 DIGIT_CLASSES = [str(i) for i in range(10)]
 
@@ -90,10 +92,10 @@ def png_data_url(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def default_model_path() -> Path:
+def default_model_path(must_exist: bool = True) -> Path:
     """The shipped default model; a clear error if the package was installed without it."""
     ref = resources.files("digitlab") / "assets" / DEFAULT_MODEL
-    if not ref.is_file():
+    if must_exist and not ref.is_file():
         raise DigitlabError(
             f"the default model ({DEFAULT_MODEL}) is missing from this installation; "
             "pass a checkpoint with --model, or train one with `digitlab train`"
@@ -119,16 +121,6 @@ def slim_checkpoint(ckpt: dict, half: bool = True) -> dict:
     return slim
 
 
-def ship_default_model(checkpoint: str | Path, dest: str | Path | None = None) -> Path:
-    """Write a trained checkpoint, slimmed, as the package's default model (digitlab/assets/default.pt)."""
-    from digitlab.engine.checkpoint import save_checkpoint
-
-    dest = Path(dest) if dest is not None else Path(str(resources.files("digitlab") / "assets" / DEFAULT_MODEL))
-    path = save_checkpoint(dest, slim_checkpoint(load_checkpoint(checkpoint)))
-    path.chmod(0o644)  # a package file, readable by everyone (the atomic write creates it 0600)
-    return path
-
-
 def _source_name(image) -> str:
     if isinstance(image, (str, Path)):
         return str(image)
@@ -147,7 +139,34 @@ class _Prepared:
     boxes: list[tuple[int, int, int, int] | None]
     ms: float
     n_main: int = 0  # rows of x that are the digits as segmented
-    halves: dict[int, int] = field(default_factory=dict)  # digit index -> row of its first half
+    halves: dict[int, list[int]] = field(default_factory=dict)  # digit index -> rows of each cut's first half
+    joins: dict[int, int] = field(default_factory=dict)  # digit index -> row of it joined with the next
+
+
+def _best_reading(read: list[DigitPrediction], prep: _Prepared) -> list[DigitPrediction]:
+    """The most probable reading of a row of segments, left to right.
+
+    Each segment is read whole, or (when wide) as two touching digits cut at one of the offered
+    places; two neighbours may be read as one digit written in two strokes. A reading scores
+    the sum of its digits' log-probabilities, less SPLIT_COST or JOIN_COST for every split or join, so
+    the segmentation is changed only when the model is clearly surer of the result.
+    """
+    def logp(*items: DigitPrediction) -> float:
+        return sum(math.log(max(it.probability, 1e-12)) for it in items)
+
+    best: list[tuple[float, list[DigitPrediction]]] = [(0.0, [])]  # best[i]: the first i segments
+    for i in range(prep.n_main):
+        whole = read[i]
+        options = [(logp(whole), [whole])]
+        options += [(logp(read[r], read[r + 1]) - SPLIT_COST, [read[r], read[r + 1]]) for r in prep.halves.get(i, [])]
+        score, items = max(options, key=lambda o: o[0])
+        candidate = (best[i][0] + score, best[i][1] + items)
+        if i >= 1 and (i - 1) in prep.joins:  # segments i-1 and i as one digit
+            joined = read[prep.joins[i - 1]]
+            candidate = max(candidate, (best[i - 1][0] + logp(joined) - JOIN_COST, best[i - 1][1] + [joined]),
+                            key=lambda c: c[0])
+        best.append(candidate)
+    return best[-1][1]
 
 
 class Predictor:
@@ -201,14 +220,17 @@ class Predictor:
             x = normalize(arr, self.mean, self.std).unsqueeze(0)
             return _Prepared(source, x, [arr], [None], (time.perf_counter() - t0) * 1000, n_main=1)
         found = preprocess_digits(img, mean=self.mean, std=self.std, multi=multi, image_size=self.image_size)
-        rows, halves = list(found.digits), {}
+        rows, halves, joins = list(found.digits), {}, {}
         for i, d in enumerate(found.digits):
-            if d.alternative and len(d.alternative) == 2:
-                halves[i] = len(rows)
-                rows += d.alternative
+            for pieces in d.alternatives:
+                halves.setdefault(i, []).append(len(rows))
+                rows += pieces
+            if d.merged_with_next is not None:
+                joins[i] = len(rows)
+                rows.append(d.merged_with_next)
         x = torch.stack([r.tensor for r in rows]) if rows else found.tensor
         ms = (time.perf_counter() - t0) * 1000
-        return _Prepared(source, x, [r.image for r in rows], [r.box for r in rows], ms, len(found.digits), halves)
+        return _Prepared(source, x, [r.image for r in rows], [r.box for r in rows], ms, len(found.digits), halves, joins)
 
     @torch.inference_mode()
     def _probabilities(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
@@ -238,14 +260,7 @@ class Predictor:
                     input_image=img,
                 )
             )
-        items = []
-        for i, whole in enumerate(read[: prep.n_main]):
-            if i in prep.halves:  # a wide digit: one digit, or two touching ones?
-                a, b = read[prep.halves[i]], read[prep.halves[i] + 1]
-                if whole.probability < SPLIT_BELOW and min(a.probability, b.probability) > max(whole.probability, HALVES_ABOVE):
-                    items += [a, b]
-                    continue
-            items.append(whole)
+        items = _best_reading(read, prep)
         elapsed = prep.ms + model_ms
         if not items:
             return Prediction(prep.source, "empty", None, [], None, elapsed)

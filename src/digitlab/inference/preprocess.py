@@ -32,8 +32,12 @@ WORK_MAX_SIDE = 1024  # larger images are reduced first: a digit needs no more p
 WORK_MIN_SIDE = 256  # smaller ones are enlarged so the pixel-sized steps below have room
 DECIDE_SIDE = 64  # ink-or-paper is decided on a copy this small (long side)
 BACKGROUND_SIDE = 96  # the background is estimated on a copy this small (cheap, and smooth anyway)
-BACKGROUND_WINDOW = 0.15  # closing window, as a fraction of the short side: wider than any stroke,
+BACKGROUND_WINDOW = 0.15  # closing window, as a fraction of the short side: wider than a pen stroke,
 # narrow enough to follow the curved light of a vignette (a wider closing overshoots in dark corners)
+WINDOW_PER_STROKE = 3.0  # ... but always this many times wider than the strokes found (a marker's are wide)
+MAX_WINDOW = 0.6  # the window never grows past this fraction of the short side
+FLAT_PAPER = 0.06  # paper whose brightness spans less than this (2nd-98th percentile) is evenly lit:
+# a canvas, a screenshot, a scan; its one level is the background, however wide the strokes
 MIN_INK_CONTRAST = 0.2  # strongest strokes under 20% darker than the paper: blank (noise, texture)
 MIN_INK_SNR = 6.0  # ... or standing less than 6 noise deviations above the paper: blank
 BOX = 20  # MNIST's digit box inside ...
@@ -51,7 +55,8 @@ class Digit:
     image: np.ndarray  # uint8 (28, 28): white ink on black, like MNIST (for display)
     tensor: torch.Tensor  # float (1, 28, 28), normalised with the checkpoint's mean/std
     box: tuple[int, int, int, int]  # (left, top, right, bottom) in the original image, right/bottom exclusive
-    alternative: list["Digit"] | None = None  # the same ink cut into two touching digits (the predictor chooses)
+    alternatives: list[list["Digit"]] = field(default_factory=list)  # the same ink cut into two touching digits
+    merged_with_next: "Digit | None" = None  # this and the next digit's ink read as one digit
 
 
 @dataclass
@@ -147,11 +152,16 @@ def has_light_background(gray: np.ndarray) -> bool:
     Ink is the minority of the pixels and stands out from the paper around it, so after
     removing the large-scale light (a high-pass), its side of the histogram has the long
     tail. Comparing tails instead of absolute levels keeps a dark vignette on white paper,
-    or a grey photo, from passing for a dark background. Decided on a small copy: the
+    or a grey photo, from passing for a dark background. An evenly coloured frame is
+    simpler: the paper is that colour (thick marker strokes can outnumber it inside). Decided on a small copy: the
     tails are about areas, which shrinking keeps, and a wide blur on a full-size image
     would cost most of the preprocessing time.
     """
     small = _shrink(gray, DECIDE_SIDE)
+    frame = np.concatenate([small[0], small[-1], small[1:-1, 0], small[1:-1, -1]])
+    lo, mid, hi = np.percentile(frame, [5, 50, 95])
+    if hi - lo < FLAT_PAPER:  # an evenly coloured frame (a canvas, a scan): that colour is the paper
+        return bool(mid > otsu(small))  # even when thick strokes cover much of the image
     sigma = max(1.0, 0.1 * min(small.shape))
     padded, pad = _pad_odd(small, int(3 * sigma))
     d = small - _unpad(ndi.gaussian_filter(padded, sigma, truncate=3.0), pad)
@@ -180,14 +190,42 @@ def _shrink(gray: np.ndarray, side: int, short: bool = False) -> np.ndarray:
     return _resize(gray, (max(1, round(w * f)), max(1, round(h * f))), Image.Resampling.BOX)
 
 
-def background(gray: np.ndarray) -> np.ndarray:
-    """Paper brightness everywhere (H, W): a grey closing wider than any stroke erases the ink."""
-    h, w = gray.shape
-    small = _shrink(gray, BACKGROUND_SIDE, short=True)
-    k = max(3, int(BACKGROUND_WINDOW * min(small.shape)) | 1)
+def _closing_background(small: np.ndarray, k: int) -> np.ndarray:
+    """Paper brightness of a small copy: a grey closing with a k x k window, softened."""
     padded, pad = _pad_odd(small, k)
     bg = _unpad(ndi.grey_closing(padded, size=(k, k)), pad)
-    bg = ndi.gaussian_filter(bg, sigma=k / 4, mode="nearest")  # soften the closing's blocks
+    return ndi.gaussian_filter(bg, sigma=k / 4, mode="nearest")  # soften the closing's blocks
+
+
+def background(gray: np.ndarray) -> np.ndarray:
+    """Paper brightness everywhere (H, W): a grey closing wider than any stroke erases the ink.
+
+    A closing narrower than the strokes keeps them, and the ink map then keeps only their
+    rims (a marker-drawn 1 becomes a hollow 0). Evenly lit paper (a canvas, a scan) needs no
+    closing: its one level is the background. Otherwise the strokes the closing leaves are
+    measured, and while they are wide for the window, the window widens to WINDOW_PER_STROKE
+    times their width.
+    """
+    h, w = gray.shape
+    small = _shrink(gray, BACKGROUND_SIDE, short=True)
+    paper = small[small > otsu(small)]
+    if paper.size:
+        lo, mid, hi = np.percentile(paper, [2, 50, 98])
+        if hi - lo < FLAT_PAPER:
+            return np.maximum(np.float32(mid), gray)
+    side = min(small.shape)
+    k = max(3, int(BACKGROUND_WINDOW * side) | 1)
+    bg = _closing_background(small, k)
+    for _ in range(3):
+        ink = np.clip((bg - small) / np.maximum(bg, 0.1), 0.0, 1.0)
+        if float(ink.max()) < MIN_INK_CONTRAST:
+            break
+        width = _stroke_width(ink > otsu(ink))
+        wanted = min(int(MAX_WINDOW * side), int(np.ceil(WINDOW_PER_STROKE * width))) | 1
+        if wanted <= k:
+            break
+        k = wanted
+        bg = _closing_background(small, k)
     return np.maximum(_resize(bg, (w, h), Image.Resampling.BILINEAR), gray)
 
 
@@ -402,8 +440,8 @@ def preprocess_digits(
 
     for seg in segment_digits(mask, multi=multi):
         d = digit(seg)
-        if seg.alternative:
-            d.alternative = [digit(s) for s in seg.alternative]
+        d.alternatives = [[digit(s) for s in pieces] for pieces in seg.alternatives]
+        d.merged_with_next = digit(seg.merged_with_next) if seg.merged_with_next else None
         result.digits.append(d)
     return result
 

@@ -4,12 +4,14 @@ A written number is a row of digits. Connected components are the starting point
 pen lifted mid-digit breaks one digit into several components (the detached top stroke of
 a 5, the bar of a 4 or 7) and digits written close together touch. So: drop specks, merge
 components that sit above one another, split components far wider than one digit at the
-thinnest column, drop marks far smaller than the digits around them.
+thinnest column, drop marks far smaller than the digits around them; then offer a few cuts
+of anything else wide enough to be two touching digits, and a join of close neighbours
+that could be one digit (the predictor lets the model choose among the readings).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -26,6 +28,10 @@ VALLEY_RATIO = 0.3  # under 0.3x the median ink per column
 ALTERNATIVE_ASPECT = 0.9  # a part wider than 0.9x its height may be two touching digits (model decides)
 MIN_PIECE_HEIGHT = 0.5  # each piece of a split spans half the height at least (a digit, not a tail)
 MIN_PIECE_ASPECT = 0.2  # no split leaves a piece narrower than 0.2x the height (a thin 1 is ~0.15-0.3)
+CUT_CANDIDATES = 3  # touching digits: cuts offered to the model, which reads each and keeps the best
+CUT_SEPARATION = 0.12  # candidate cuts at least this far apart (fraction of the height)
+JOIN_GAP = 0.3  # neighbours closer than this (x-gap / the taller one's height) may be one digit in two strokes ...
+JOIN_ASPECT = 1.6  # ... when together they are no wider than this times their height (the model decides)
 SMALL_MARK_AREA = 0.1  # a group under 10% of the largest group's area ...
 SMALL_MARK_HEIGHT = 0.45  # ... and under 45% of its height is a stray mark, not a digit
 
@@ -38,7 +44,8 @@ class Segment:
 
     box: tuple[int, int, int, int]
     mask: np.ndarray  # bool (bottom - top, right - left)
-    alternative: list["Segment"] | None = None  # the same ink read as two touching digits
+    alternatives: list[list["Segment"]] = field(default_factory=list)  # the same ink cut into two touching digits, best cut first
+    merged_with_next: "Segment | None" = None  # this and the next segment as one digit written in two strokes
 
     @property
     def width(self) -> int:
@@ -112,18 +119,18 @@ def merge_parts(segs: list[Segment]) -> list[Segment]:
     return segs
 
 
-def best_split(seg: Segment) -> tuple[list[Segment], float] | None:
-    """The most plausible cut of a segment into two digits, and how empty its column is.
+def split_candidates(seg: Segment, count: int = 1) -> list[tuple[list[Segment], float]]:
+    """Up to ``count`` plausible cuts of a segment into two digits, most plausible first.
 
-    Returns (two pieces, ink at the cut / median ink per column), or None when no cut
-    leaves two digit-like pieces (a cut may not cross a loop, nor leave a flag or a tail).
+    Each is (two pieces, ink at the cut / median ink per column). A cut may not cross a loop,
+    nor leave a flag or a tail; none at all when no cut leaves two digit-like pieces.
     """
     h, w = seg.height, seg.width
     proj = seg.mask.sum(0).astype(np.float64)  # ink per column
     proj = ndi.uniform_filter1d(proj, size=max(1, h // 20) * 2 + 1)  # ignore one-column wiggles
     lo, hi = int(MIN_PIECE_ASPECT * h), w - int(MIN_PIECE_ASPECT * h)
     if hi <= lo:
-        return None
+        return []
     # Prefer cuts near where a digit of the usual width would end: a mild pull toward
     # multiples of DIGIT_ASPECT * h keeps a wide digit from being cut anywhere thin.
     cols = np.arange(lo, hi)
@@ -134,15 +141,22 @@ def best_split(seg: Segment) -> tuple[list[Segment], float] | None:
     # Never cut through a loop: a column crossing a hole (the inside of a 0, 6, 8, 9) is inside one digit.
     holes = ndi.binary_opening(ndi.binary_fill_holes(seg.mask) & ~seg.mask)  # pinholes are not loops
     score[holes.any(0)[lo:hi]] = np.inf
-    if not np.isfinite(score).any():
-        return None
-    cut = int(cols[np.argmin(score)])
-    depth = proj[cut] / max(float(np.median(proj[proj > 0])), 1e-6)
+    median = max(float(np.median(proj[proj > 0])), 1e-6)
     l, t = seg.box[0], seg.box[1]
-    pieces = [_tight(seg.mask[:, :cut], l, t), _tight(seg.mask[:, cut:], l + cut, t)]
-    if any(p is None or p.height < MIN_PIECE_HEIGHT * h for p in pieces):
-        return None
-    return pieces, depth
+    found: list[tuple[list[Segment], float]] = []
+    cuts: list[int] = []
+    for k in np.argsort(score, kind="stable"):
+        if len(found) == count or not np.isfinite(score[k]):
+            break
+        cut = int(cols[k])
+        if any(abs(cut - c) < CUT_SEPARATION * h for c in cuts):
+            continue
+        cuts.append(cut)  # tried: a failed cut's neighbours fail for the same reason
+        pieces = [_tight(seg.mask[:, :cut], l, t), _tight(seg.mask[:, cut:], l + cut, t)]
+        if any(p is None or p.height < MIN_PIECE_HEIGHT * h for p in pieces):
+            continue
+        found.append((pieces, proj[cut] / median))
+    return found
 
 
 def split_wide(seg: Segment) -> list[Segment]:
@@ -154,18 +168,29 @@ def split_wide(seg: Segment) -> list[Segment]:
     """
     if seg.width <= VALLEY_ASPECT * seg.height:
         return [seg]
-    found = best_split(seg)
-    if found is None or found[1] > VALLEY_RATIO:
+    found = split_candidates(seg)
+    if not found or found[0][1] > VALLEY_RATIO:
         return [seg]
-    return [q for p in found[0] for q in split_wide(p)]
+    return [q for p in found[0][0] for q in split_wide(p)]
 
 
 def offer_splits(segs: list[Segment]) -> None:
-    """Attach a two-digit reading to every segment wide enough to be two touching digits."""
+    """Attach two-digit readings to every segment wide enough to be two touching digits."""
     for seg in segs:
         if seg.width > ALTERNATIVE_ASPECT * seg.height:
-            found = best_split(seg)
-            seg.alternative = found[0] if found else None
+            seg.alternatives = [pieces for pieces, _ in split_candidates(seg, CUT_CANDIDATES)]
+
+
+def offer_joins(segs: list[Segment]) -> None:
+    """Attach a one-digit reading to every pair of close neighbours that could be one digit.
+
+    A pen lifted mid-digit can leave parts side by side that ``merge_parts`` keeps apart (an
+    open 0 as ( and ), a 5's flag beside its body); ``segs`` are in reading order.
+    """
+    for a, b in zip(segs, segs[1:]):
+        joined = merge(a, b)
+        if b.box[0] - a.box[2] < JOIN_GAP * max(a.height, b.height) and joined.width <= JOIN_ASPECT * joined.height:
+            a.merged_with_next = joined
 
 
 def drop_small_marks(segs: list[Segment]) -> list[Segment]:
@@ -189,8 +214,9 @@ def segment_digits(mask: np.ndarray, *, multi: bool = True) -> list[Segment]:
         multi: False treats all ink (specks removed) as one digit.
 
     Returns:
-        One ``Segment`` per digit; empty when there is no ink. Wide segments carry an
-        ``alternative`` two-digit reading.
+        One ``Segment`` per digit; empty when there is no ink. Wide segments carry
+        ``alternatives`` (two-digit readings) and close neighbours ``merged_with_next``
+        (a one-digit reading), for the model to judge.
     """
     segs = components(mask)
     if not segs:
@@ -203,4 +229,6 @@ def segment_digits(mask: np.ndarray, *, multi: bool = True) -> list[Segment]:
         return [one]
     segs = [piece for s in segs for piece in split_wide(s)]
     offer_splits(segs)
-    return sorted(segs, key=lambda s: (s.box[0] + s.box[2]) / 2)
+    segs.sort(key=lambda s: (s.box[0] + s.box[2]) / 2)
+    offer_joins(segs)
+    return segs

@@ -1,0 +1,33 @@
+"""`digitlab export`: a trained checkpoint slimmed to what inference needs (and shipped as the default)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from digitlab.cli.app import app
+from digitlab.errors import DigitlabError
+
+
+@app.command("export")
+def export_cmd(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint (best.pt, last.pt) or a run folder."),
+    out: Optional[Path] = typer.Argument(None, help="Where to write the slim checkpoint."),
+    as_default: bool = typer.Option(False, "--as-default", help="Write it as the package's shipped default model."),
+    half: bool = typer.Option(True, "--half/--full", help="Store weights as float16 (half the size)."),
+) -> None:
+    """Write an inference-only checkpoint: no optimizer, scheduler, RNG or history; float16 weights by default."""
+    from digitlab.engine.checkpoint import load_checkpoint, save_checkpoint
+    from digitlab.inference.predictor import default_model_path, slim_checkpoint
+
+    if (out is None) == (not as_default):
+        raise DigitlabError("give either an output path or --as-default (not both)")
+    dest = default_model_path(must_exist=False) if as_default else out
+    ckpt = load_checkpoint(checkpoint)
+    path = save_checkpoint(dest, slim_checkpoint(ckpt, half=half))
+    path.chmod(0o644)  # a model file to share: readable by everyone (the atomic write creates it 0600)
+    acc = (ckpt.get("metrics") or {}).get("test_acc")
+    shown = f", test accuracy {acc:.2%}" if isinstance(acc, float) else ""
+    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB; {ckpt['model_name']}{shown})")
