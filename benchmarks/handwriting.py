@@ -5,7 +5,7 @@ numbers) from MNIST *test* digits, reads them with ``Predictor`` (MNIST-style pr
 segmentation) and with the naive pipeline the seeds used (grayscale, resize to 28x28,
 normalise), and prints and writes the accuracy table.
 
-    python benchmarks/handwriting.py --data-dir ../shared/data/mnist
+    python benchmarks/handwriting.py --data-dir ../shared/data/mnist --seeds 0 1
     python benchmarks/handwriting.py --model runs/x/best.pt --count 300 --numbers 100
 """
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", default=None, help="folder with the MNIST test IDX files")
     ap.add_argument("--count", type=int, default=1000, help="images per single-digit kind")
     ap.add_argument("--numbers", type=int, default=300, help="multi-digit number images")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="one test set per seed (each a fresh draw)")
     ap.add_argument("--out", default="bench-results/handwriting", help="where the table and images go")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
@@ -78,20 +78,23 @@ def main(argv: list[str] | None = None) -> int:
     images_dir = Path(tempfile.mkdtemp(prefix="handwriting-", dir=out))
 
     rows = []
-    for kind, count in (("photo", args.count), ("canvas", args.count), ("number", args.numbers)):
-        t0 = time.perf_counter()
-        manifest = synth.generate(images_dir, x, y, kind=kind, count=count, seed=args.seed)
-        gen_s = time.perf_counter() - t0
-        items = synth.read_manifest(manifest)
-        t0 = time.perf_counter()
-        preds = predictor.predict_many([str(f) for f, _ in items])
-        ms = (time.perf_counter() - t0) * 1000 / len(items)
-        ours = float(np.mean([p.text == label for p, (_, label) in zip(preds, items)]))
-        naive = float(np.mean([naive_read(predictor, f) == label for f, label in items]))
-        failed = sum(p.status == "error" for p in preds)
-        rows.append({"kind": kind, "images": len(items), "digitlab": ours, "naive": naive,
-                     "ms_per_image": ms, "errors": failed, "generate_s": gen_s})
-        print(f"{kind:7s} n={len(items):5d}  digitlab {ours:7.2%}  naive {naive:7.2%}  {ms:6.1f} ms/image", flush=True)
+    for seed in args.seeds:
+        for kind, count in (("photo", args.count), ("canvas", args.count), ("number", args.numbers)):
+            t0 = time.perf_counter()
+            manifest = synth.generate(images_dir / f"seed{seed}", x, y, kind=kind, count=count, seed=seed)
+            gen_s = time.perf_counter() - t0
+            items = synth.read_manifest(manifest)
+            t0 = time.perf_counter()
+            preds = predictor.predict_many([str(f) for f, _ in items])
+            ms = (time.perf_counter() - t0) * 1000 / len(items)
+            right = [p.text == label for p, (_, label) in zip(preds, items)]
+            naive = float(np.mean([naive_read(predictor, f) == label for f, label in items]))
+            failed = sum(p.status == "error" for p in preds)
+            rows.append({"seed": seed, "kind": kind, "images": len(items), "digitlab": float(np.mean(right)),
+                         "naive": naive, "ms_per_image": ms, "errors": failed, "generate_s": gen_s,
+                         "misread": [str(f.name) for (f, _), ok in zip(items, right) if not ok]})
+            print(f"seed {seed} {kind:7s} n={len(items):5d}  digitlab {np.mean(right):7.2%}  naive {naive:7.2%}"
+                  f"  {ms:6.1f} ms/image", flush=True)
 
     result = {
         "model": predictor.info,
@@ -100,10 +103,17 @@ def main(argv: list[str] | None = None) -> int:
         **provenance(),
     }
     (out / "handwriting.json").write_text(json.dumps(result, indent=2))
-    table = ["| kind | images | digitlab preprocessing | naive (gray, resize 28x28, normalise) | ms/image |",
-             "|---|---:|---:|---:|---:|"]
+    table = ["| seed | kind | images | digitlab preprocessing | naive (gray, resize 28x28, normalise) | ms/image |",
+             "|---:|---|---:|---:|---:|---:|"]
     for r in rows:
-        table.append(f"| {r['kind']} | {r['images']} | {r['digitlab']:.2%} | {r['naive']:.2%} | {r['ms_per_image']:.1f} |")
+        table.append(f"| {r['seed']} | {r['kind']} | {r['images']} | {r['digitlab']:.2%} | {r['naive']:.2%} "
+                     f"| {r['ms_per_image']:.1f} |")
+    for kind in ("photo", "canvas", "number"):  # all seeds together
+        mine = [r for r in rows if r["kind"] == kind]
+        n = sum(r["images"] for r in mine)
+        ours = sum(r["digitlab"] * r["images"] for r in mine) / n
+        naive = sum(r["naive"] * r["images"] for r in mine) / n
+        table.append(f"| all | {kind} | {n} | **{ours:.2%}** | {naive:.2%} | |")
     (out / "handwriting.md").write_text("\n".join(table) + "\n")
     print("\n".join(table))
     print(f"images in {images_dir}; results in {out / 'handwriting.json'}")
