@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import threading
+import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -39,13 +41,21 @@ def predict_image(predictor, data: bytes, source: str, top_k: int, include_input
     return {**out, "source": source}
 
 
-def _start_worker(predictor) -> None:
+def _exit_with(parent: int) -> None:
+    """End this worker when the server process is gone, however it ended (even SIGKILL)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
+
+
+def _start_worker(predictor, parent: int) -> None:
     """Runs once in each worker process: keep the predictor; one torch thread per process."""
     global _predictor
     import torch
 
     torch.set_num_threads(1)  # the processes are the parallelism; more threads only contend
     _predictor = predictor
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
 
 
 def _predict_in_worker(data: bytes, source: str, top_k: int, include_input: bool) -> dict:
@@ -79,7 +89,7 @@ class InferencePool:
             max_workers=self.processes,
             mp_context=multiprocessing.get_context("spawn"),  # no fork of a process with torch's threads
             initializer=_start_worker,
-            initargs=(self.predictor,),
+            initargs=(self.predictor, os.getpid()),
         )
 
     def start(self) -> None:
@@ -111,4 +121,5 @@ class InferencePool:
             raise
 
     def shutdown(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        # Processes are waited for (they are idle by now): a server that exits first leaves them running.
+        self.executor.shutdown(wait=bool(self.processes), cancel_futures=True)
