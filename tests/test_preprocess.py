@@ -295,3 +295,114 @@ def test_mnist_digits_pass_through_nearly_unchanged(mnist_dir):
         assert len(out.digits) == 1
         corr.append(np.corrcoef(out.images[0].ravel().astype(float), a.ravel().astype(float))[0, 1])
     assert np.median(corr) > 0.9
+
+
+# ---- speed changes keep the outputs ------------------------------------------------------------
+
+
+def _reference_alpha_composite(img: Image.Image) -> np.ndarray:
+    """``_alpha_composite`` before its opaque shortcut."""
+    rgba = img.convert("RGBA")
+    a = np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255.0
+    lum = np.asarray(rgba.convert("L"), dtype=np.float32) / 255.0
+    if a.min() >= 0.99:
+        return lum
+    opaque = a > 0.5
+    backdrop = 1.0
+    if opaque.mean() < 0.5 and opaque.any() and float(lum[opaque].mean()) > 0.5:
+        backdrop = 0.0
+    return lum * a + backdrop * (1.0 - a)
+
+
+def _reference_components(mask):
+    """``segment.components`` labelling the whole image instead of the ink's bounding box."""
+    from digitlab.inference import segment as S
+
+    labels, n = ndi.label(mask, structure=np.ones((3, 3), dtype=bool))
+    if n == 0:
+        return []
+    areas = np.bincount(labels.ravel())[1:]
+    keep_area = max(S.MIN_SPECK_PIXELS, S.SPECK_FRACTION * areas.max())
+    return [
+        S.Segment((xs.start, ys.start, xs.stop, ys.stop), labels[(ys, xs)] == i + 1)
+        for i, (ys, xs) in enumerate(ndi.find_objects(labels))
+        if areas[i] >= keep_area
+    ]
+
+
+def _reference_pad_odd(a, pad):
+    pad = max(0, min(pad, min(a.shape) - 1))
+    return (np.pad(a, pad, mode="reflect", reflect_type="odd") if pad else a), pad
+
+
+def _reference_blur_small(a, sigma, truncate):
+    padded, pad = _reference_pad_odd(a, int(3 * sigma))
+    return P._unpad(ndi.gaussian_filter(padded, sigma, truncate=truncate), pad)
+
+
+def _reference_stroke_width(mask):
+    boundary = mask & ~ndi.binary_erosion(mask, border_value=0)
+    return 2.0 * float(mask.sum()) / max(int(boundary.sum()), 1)
+
+
+def _use_reference_steps(monkeypatch):
+    """Put back the straightforward scipy/numpy versions of every step made faster for the web."""
+    from digitlab.inference import segment as S
+
+    monkeypatch.setattr(P, "_alpha_composite", _reference_alpha_composite)
+    monkeypatch.setattr(P, "_pad_odd", _reference_pad_odd)
+    monkeypatch.setattr(P, "_blur_small", _reference_blur_small)
+    monkeypatch.setattr(P, "_blur_near_ink", lambda ink, sigma: ndi.gaussian_filter(ink, sigma))
+    monkeypatch.setattr(P, "_grow", lambda mask, r: ndi.maximum_filter(mask, size=2 * r + 1))
+    monkeypatch.setattr(P, "_stroke_width", _reference_stroke_width)
+    monkeypatch.setattr(S, "components", _reference_components)
+
+
+def _varied_images(mnist_dir) -> list[Image.Image]:
+    """Canvas drawings (gray, opaque RGBA like a browser's, synth strokes on transparent RGBA),
+    photos, written numbers, odd sizes, noise and blanks."""
+    from digitlab.data import synth
+    from digitlab.data.mnist import read_idx
+
+    x = read_idx(mnist_dir / "t10k-images-idx3-ubyte.gz")[:300]
+    y = read_idx(mnist_dir / "t10k-labels-idx1-ubyte.gz")[:300]
+    canvas = [Image.fromarray(a).resize((280, 280), Image.BILINEAR) for a in x[:12]]
+    images = canvas + [c.convert("RGBA") for c in canvas]
+    for kind, n in (("canvas", 12), ("photo", 8), ("number", 6)):
+        images += [synth.make_sample(kind, x, y, 3, i).image for i in range(n)]
+    rng = np.random.default_rng(0)
+    for i, a in enumerate(x[20:26]):
+        size = (int(rng.integers(20, 1400)), int(rng.integers(20, 1100)))
+        img = Image.fromarray(a if i % 2 else 255 - a).resize(size, Image.BILINEAR)
+        images.append(img)
+    noise = (rng.random((200, 260)) * 50).astype(np.uint8)
+    noise[90:100, 100:120] = 255
+    images += [Image.fromarray(noise), draw_seven(mode="RGB"), draw_zero(ink=255, paper=0)]
+    images += [Image.new("L", (280, 280), 0), Image.new("L", (280, 280), 255)]
+    images += [Image.new("RGBA", (280, 280), (0, 0, 0, 0)), Image.new("RGBA", (280, 280), (0, 0, 0, 255))]
+    return images
+
+
+def test_faster_steps_give_the_same_outputs(mnist_dir, monkeypatch):
+    """The web's hot path was made faster (matrices for small blurs, crops to the ink,
+    written-out filters); every 28x28 input stays within 1 grey level, every box the same."""
+
+    def run(images):  # (ink on light paper?, [(28x28 input, box)]) per image
+        out = []
+        for img in images:
+            r = P.preprocess_digits(img, mean=MEAN, std=STD)
+            out.append((r.light_background, [(d.image, d.box) for d in r.digits]))
+        return out
+
+    images = _varied_images(mnist_dir)
+    fast = run(images)
+    _use_reference_steps(monkeypatch)
+    reference = run(images)
+    found = 0
+    for i, ((light_f, digits_f), (light_r, digits_r)) in enumerate(zip(fast, reference)):
+        assert light_f == light_r and len(digits_f) == len(digits_r), i
+        for (img_f, box_f), (img_r, box_r) in zip(digits_f, digits_r):
+            assert box_f == box_r, i
+            assert np.abs(img_f.astype(int) - img_r.astype(int)).max() <= 1, i
+            found += 1
+    assert found > 40  # the set really exercises the digit path

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import io
 import json
+import os
 import re
 import socket
 import subprocess
@@ -123,6 +124,17 @@ class StandIn:
 
     def predict(self, image, top_k=3, multi=True, include_input=False):
         self.behaviour(image)
+        return _Answer({"source": None, "status": "empty", "text": None, "items": [], "error": None, "elapsed_ms": 0.0})
+
+
+class DiesOn13x13:
+    """A stand-in whose process dies on a 13x13 image (as a crash in native code would)."""
+
+    info = StandIn.info
+
+    def predict(self, image, top_k=3, multi=True, include_input=False):
+        if image.size == (13, 13):
+            os._exit(1)
         return _Answer({"source": None, "status": "empty", "text": None, "items": [], "error": None, "elapsed_ms": 0.0})
 
 
@@ -381,6 +393,25 @@ def test_a_burst_queues_up_to_the_limit_then_gets_503():
     assert running.status_code == queued.status_code == 200
 
 
+def test_prediction_processes_answer_as_threads_do(client, mnist_test):
+    image = png(canvas_drawing(first_of(mnist_test, 4)))
+    by_thread = client.post("/api/predict", json={"image": data_url(image), "include_input": True}).json()
+    with TestClient(create_app(checkpoint=None, processes=1)) as c:  # the predictor is pickled to a process
+        by_process = c.post("/api/predict", json={"image": data_url(image), "include_input": True}).json()
+        assert_json_error(c.post("/api/predict", files={"file": ("x.png", b"\x89PNG garbage", "image/png")}), 400)
+    assert by_process["text"] == by_thread["text"] == "4"
+    assert by_process["items"][0]["input_image"] == by_thread["items"][0]["input_image"]
+    assert by_process["items"][0]["probs"] == pytest.approx(by_thread["items"][0]["probs"], abs=1e-6)
+
+
+def test_a_dead_prediction_process_is_replaced():
+    app = create_app(DiesOn13x13(), processes=1)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        post = lambda size: c.post("/api/predict", content=png(Image.new("L", size)), headers={"Content-Type": "image/png"})  # noqa: E731
+        assert_json_error(post((13, 13)), 500)
+        assert post((8, 8)).status_code == 200
+
+
 # ---- digitlab serve ------------------------------------------------------------------------
 
 
@@ -409,6 +440,29 @@ def test_serve_binds_loopback_prints_the_url_and_answers():
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_serve_with_prediction_processes_reads_a_digit(mnist_test):
+    port = free_port()
+    cmd = [sys.executable, "-m", "digitlab", "serve", "--port", str(port), "--processes", "2", "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    body = json.dumps({"image": data_url(png(canvas_drawing(first_of(mnist_test, 3))))}).encode()
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/api/predict", data=body,
+                                                 headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(request, timeout=10) as r:
+                    assert json.load(r)["text"] == "3"
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "no answer"
+                time.sleep(0.3)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert proc.returncode is not None
 
 
 def test_serve_refuses_a_missing_checkpoint(tmp_path, capsys):

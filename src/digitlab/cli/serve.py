@@ -27,6 +27,10 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; 0.0.0.0 opens it to the network."),
     port: int = typer.Option(8000, "--port", min=1, max=65535, help="TCP port."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Predictions that run at once (threads); default 2."),
+    processes: int = typer.Option(
+        0, "--processes", min=0,
+        help="Run predictions in this many processes instead of threads (one per core is fastest); 0: threads.",
+    ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level: critical, error, warning, info, debug, trace."),
 ) -> None:
     """Serve the drawing page and the REST API (docs at /docs)."""
@@ -42,7 +46,8 @@ def serve(
     torch.set_num_threads(1)
 
     console = Console(stderr=True)
-    web = create_app(checkpoint=model, workers=workers or DEFAULT_WORKERS)  # loads the model now: errors show before binding
+    # Loads the model now, so errors show before binding; prediction processes start with the server.
+    web = create_app(checkpoint=model, workers=workers or DEFAULT_WORKERS, processes=processes)
     try:
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:

@@ -67,7 +67,11 @@ def _tight(mask: np.ndarray, left: int, top: int) -> Segment | None:
 
 def components(mask: np.ndarray) -> list[Segment]:
     """8-connected components of a boolean image, specks removed."""
-    labels, n = ndi.label(mask, structure=_EIGHT_CONNECTED)
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if rows.size == 0:
+        return []
+    top, left = int(rows[0]), int(cols[0])  # label only the ink's bounding box: the same components, cheaper
+    labels, n = ndi.label(mask[top : rows[-1] + 1, left : cols[-1] + 1], structure=_EIGHT_CONNECTED)
     if n == 0:
         return []
     areas = np.bincount(labels.ravel())[1:]
@@ -77,7 +81,8 @@ def components(mask: np.ndarray) -> list[Segment]:
         if areas[i] < keep_area:
             continue
         ys, xs = sl
-        segs.append(Segment((xs.start, ys.start, xs.stop, ys.stop), labels[sl] == i + 1))
+        box = (left + xs.start, top + ys.start, left + xs.stop, top + ys.stop)
+        segs.append(Segment(box, labels[sl] == i + 1))
     return segs
 
 

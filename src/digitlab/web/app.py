@@ -7,16 +7,12 @@ same path as ``digitlab predict`` — so the page and the CLI give the same answ
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import logging
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Callable
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -28,8 +24,9 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from digitlab.errors import DigitlabError
-from digitlab.inference.image import MAX_PIXELS, load_image
+from digitlab.inference.image import MAX_PIXELS
 from digitlab.inference.predictor import Predictor
+from digitlab.web.pool import InferencePool, ServerBusy
 from digitlab.web.schemas import MAX_TOP_K, ErrorResponse, Health, ModelInfo, PredictRequest, PredictResponse
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # a phone photo is 2-5 MB; a canvas PNG a few KB
@@ -75,10 +72,6 @@ class BodyTooLarge(Exception):
         super().__init__(f"request body over {limit} bytes")
 
 
-class ServerBusy(Exception):
-    """Every worker is busy and the queue is full."""
-
-
 class BodyLimit:
     """Refuses request bodies over ``limit`` bytes before they are read into memory.
 
@@ -109,28 +102,6 @@ class BodyLimit:
             return message
 
         await self.app(scope, counted, send)
-
-
-class InferencePool:
-    """Runs predictions on ``workers`` threads with at most ``max_queue`` waiting.
-
-    A burst of requests queues here instead of starting unbounded work; past the queue
-    the caller gets ``ServerBusy`` (503). A slot is freed when its work really ends, even
-    if the client has gone.
-    """
-
-    def __init__(self, workers: int, max_queue: int) -> None:
-        if workers < 1 or max_queue < 0:
-            raise DigitlabError(f"need workers >= 1 and max_queue >= 0, got {workers} and {max_queue}")
-        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="digitlab-predict")
-        self.slots = threading.BoundedSemaphore(workers + max_queue)
-
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        if not self.slots.acquire(blocking=False):
-            raise ServerBusy
-        future = self.executor.submit(fn, *args)
-        future.add_done_callback(lambda _: self.slots.release())
-        return await asyncio.wrap_future(future)
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -215,6 +186,7 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     workers: int = DEFAULT_WORKERS,
     max_queue: int = MAX_QUEUE,
+    processes: int = 0,
 ) -> FastAPI:
     """Build the web app around one predictor, loaded here, once.
 
@@ -222,18 +194,21 @@ def create_app(
         predictor: an already loaded predictor (tests inject one); else ``checkpoint`` is loaded.
         checkpoint: a checkpoint path; None loads the shipped default digit model.
         max_body_bytes: larger request bodies get 413.
-        workers: predictions that run at once (threads).
+        workers: predictions that run at once (threads), when ``processes`` is 0.
         max_queue: predictions that may wait for a worker; more get 503.
+        processes: run the predictions in this many processes instead (one per core uses
+            them all; each gets a copy of the predictor, so it must pickle).
     """
     predictor = predictor if predictor is not None else Predictor.load(checkpoint=checkpoint)
-    pool = InferencePool(workers, max_queue)
+    pool = InferencePool(predictor, workers, max_queue, processes)
     info = dict(predictor.info)
     limits = {"max_body_bytes": max_body_bytes, "max_pixels": MAX_PIXELS, "content_types": list(IMAGE_TYPES)}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        pool.start()
         yield
-        pool.executor.shutdown(wait=False, cancel_futures=True)
+        pool.shutdown()
 
     app = FastAPI(
         title="digitlab",
@@ -244,14 +219,6 @@ def create_app(
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     _install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-
-    def predict_bytes(data: bytes, source: str, top_k: int, include_input: bool) -> dict:
-        image = load_image(data)  # DigitlabError (400) for corrupt, non-image or oversized images
-        result = predictor.predict(image, top_k=top_k, multi=True, include_input=include_input)
-        out = result.to_dict(include_input=include_input)
-        if out.get("status") == "error":
-            raise DigitlabError(out.get("error") or "could not read the image")
-        return {**out, "source": source}
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
@@ -273,7 +240,7 @@ def create_app(
         image bytes with an image Content-Type. A blank image answers status ``empty``."""
         start = time.perf_counter()
         data, source, include_input, top_k = await _read_image(request, include_input, top_k)
-        out = await pool.run(predict_bytes, data, source, top_k, include_input)
+        out = await pool.predict(data, source, top_k, include_input)
         return {**out, "elapsed_ms": round((time.perf_counter() - start) * 1000, 2)}
 
     @app.get("/api/model", response_model=ModelInfo, summary="The loaded model and the request limits")
