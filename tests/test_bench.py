@@ -3,14 +3,8 @@
 from __future__ import annotations
 
 import json
-import shutil
-
-import pytest
 
 from digitlab.cli import main
-
-needs_compiler = pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")),
-                                    reason="torch.compile on CPU needs a C++ compiler")
 
 
 def _positive(x) -> bool:
@@ -47,8 +41,7 @@ def test_bench_quick_writes_all_sections(mnist_dir, tmp_path, capsys):
     assert _positive(r["memory"]["default_train_peak_rss_mb"]["median"])
 
 
-@needs_compiler
-def test_throughput_compiled_column():
+def test_throughput_compiled_column(cpp_compiler):
     """The compiled path of the throughput table, on tiny data with the quickest model to compile."""
     from digitlab.bench import throughput
     from digitlab.cli.bench import render

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
@@ -75,8 +74,7 @@ def test_eval_on_non_checkpoint(tmp_path, capsys):
     assert "not a readable digitlab checkpoint" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on CPU needs a C++ compiler")
-def test_compile_dry_run_of_the_seed000_preset(tmp_path, capsys):
+def test_compile_dry_run_of_the_seed000_preset(tmp_path, capsys, cpp_compiler):
     """`--compile` works for a seed preset (seed 000's cnn: dropout, Adadelta); compile time is reported apart."""
     rc = main(["train", "--preset", "seed000", "--dataset", "digits", "--compile", "--dry-run", "--device", "cpu",
                "--runs-dir", str(tmp_path), "--name", "c", "-q"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import torch
@@ -164,12 +163,7 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     assert ckpt["epoch"] >= 1 and ckpt["metrics"]["test_acc"] > 0.1
 
 
-needs_compiler = pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")),
-                                    reason="torch.compile on CPU needs a C++ compiler")
-
-
-@needs_compiler
-def test_compile_happens_before_the_clock_and_changes_nothing(tmp_path, monkeypatch):
+def test_compile_happens_before_the_clock_and_changes_nothing(tmp_path, monkeypatch, cpp_compiler):
     """--compile: every batch size is compiled in the warm-up, none during training, and the warm-up
     leaves weights, BatchNorm statistics and RNG as they were (same weights as without --compile)."""
     from torch._dynamo.utils import counters

@@ -279,6 +279,7 @@ def throughput(data: ImageData, repeats: int, steps: int, *, device: str, models
             row["compiled_precision"] = paths["digitlab_compiled"]["precision"]
             row["compile_seconds"] = built["digitlab_compiled"][1]
         row["ratio_best"] = max(row["ratio_" + k.removeprefix("digitlab_")] for k in paths)
+        row["load_average_after"] = os.getloadavg()
         out[name] = row
     return out
 
@@ -353,18 +354,22 @@ def run_bench(*, quick: bool = False, repeats: int = 3, out_dir: str | Path = "b
                     "clock": "time to accuracy: first training step to the end of the evaluation that reached it, "
                              "data already in memory (TrainResult.history[].elapsed)"}
 
-    def save() -> None:  # after every section, so an interrupted run keeps what it measured
+    result["load_average"] = {"start": os.getloadavg()}  # 1/5/15-minute load; above ~2.5 others shared the 2 cores
+
+    def save(section: str | None = None) -> None:  # after every section, so an interrupted run keeps what it measured
+        if section:
+            result["load_average"][section] = os.getloadavg()
         (out_dir / "bench.json").write_text(json.dumps(result, indent=2))
 
     log("1/4 time to accuracy")
     result["time_to_accuracy"] = {}
     for preset in ("fast", "fast-99.5"):
         result["time_to_accuracy"][preset] = time_to_accuracy(data, preset, repeats, device=device, quick=quick)
-        save()
+        save(preset)
     if compile:
         result["time_to_accuracy"]["fast --compile"] = time_to_accuracy(data, "fast", repeats, device=device,
                                                                         quick=quick, compile=True)
-        save()
+        save("fast --compile")
     with tempfile.TemporaryDirectory(prefix="digitlab-bench-cmd-") as tmp:
         args = ["train", "--runs-dir", tmp, "--device", device, "-q"]
         if data_dir:
@@ -375,15 +380,15 @@ def run_bench(*, quick: bool = False, repeats: int = 3, out_dir: str | Path = "b
         if compile:
             result["command_wall_compile"] = command_wall(args + ["--compile"], repeats, cold_compile_cache=True)
         shutil.rmtree(tmp, ignore_errors=True)
-    save()
+    save("command_wall")
 
     log("2/4 training throughput vs the seed-style reference")
     result["throughput"] = throughput(data, repeats, steps, device=device, compile=compile,
                                       models=("cnn",) if quick else SEED_MODELS)
-    save()
+    save("throughput")
     log("3/4 inference")
     result["inference"] = inference(data, repeats, quick=quick)
-    save()
+    save("inference")
     log("4/4 memory")
     result["memory"] = {"default_train_peak_rss_mb": result["command_wall"]["peak_rss_mb"],
                         "bench_process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
