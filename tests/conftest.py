@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,10 @@ def isolated_data_env(tmp_path, monkeypatch) -> Path:
     cache = tmp_path / "xdg-cache"
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
     return cache / "digitlab"
+
+
+@pytest.fixture
+def cpp_compiler() -> None:
+    """Skip where torch.compile cannot build its CPU kernels (no C++ compiler)."""
+    if not (shutil.which("g++") or shutil.which("c++")):
+        pytest.skip("torch.compile on CPU needs a C++ compiler (g++)")

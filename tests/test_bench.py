@@ -27,12 +27,34 @@ def test_bench_quick_writes_all_sections(mnist_dir, tmp_path, capsys):
         assert _positive(t["train_seconds"]["median"]) and 0 <= t["final_acc"]["median"] <= 1
         assert t["runs"][0]["history"]
     assert _positive(r["command_wall"]["wall_seconds"]["median"])
+    assert r["compile"] is False and "command_wall_compile" not in r  # --quick stays quick: nothing compiled
     cnn = r["throughput"]["cnn"]
-    for path in ("reference", "digitlab_fp32", "digitlab_bf16"):
+    native_bf16 = r["provenance"]["cpu_native_bf16"]
+    for path in ("reference", "digitlab_fp32") + (("digitlab_bf16",) if native_bf16 else ()):
         s = cnn[path]
         assert _positive(s["median"]) and s["min"] <= s["median"] <= s["max"]
-    assert _positive(cnn["ratio_bf16"]) and _positive(cnn["ratio_fp32"])
+    assert _positive(cnn["ratio_fp32"]) and "digitlab_compiled" not in cnn
+    assert _positive(cnn["ratio_bf16"]) if native_bf16 else cnn["bf16_skipped"]
     inf = r["inference"]
     assert all(_positive(s["median"]) for s in inf["batch_1000_images_per_s"].values())
     assert _positive(inf["single_image_ms"]["p50"]) and inf["single_image_ms"]["p99"] >= inf["single_image_ms"]["p50"]
     assert _positive(r["memory"]["default_train_peak_rss_mb"]["median"])
+
+
+def test_throughput_compiled_column(cpp_compiler):
+    """The compiled path of the throughput table, on tiny data with the quickest model to compile."""
+    from digitlab.bench import throughput
+    from digitlab.cli.bench import render
+
+    from test_train import tiny_data
+
+    row = throughput(tiny_data(n_train=200), repeats=1, steps=2, device="cpu", models=("mlp",), compile=True)["mlp"]
+    assert _positive(row["digitlab_compiled"]["median"]) and _positive(row["ratio_compiled"])
+    assert row["compile_seconds"] > 0 and row["compiled_precision"] in ("fp32", "bf16")
+    assert row["ratio_best"] >= row["ratio_fp32"]
+    result = {"quick": True, "repeats": 1, "provenance": {"cpu": "x", "torch_threads": 1}, "time_to_accuracy": {},
+              "command_wall": {"wall_seconds": {"median": 1, "min": 1, "max": 1},
+                               "peak_rss_mb": {"median": 1, "min": 1, "max": 1}},
+              "throughput": {"mlp": row}, "inference": {"model": "fast", "batch_1000_images_per_s": {},
+                                                        "single_image_ms": {"p50": 1.0, "p99": 1.0}}}
+    render(result)  # the table shows every column that was measured

@@ -72,3 +72,14 @@ def test_eval_on_non_checkpoint(tmp_path, capsys):
     bad.write_text("nope")
     assert main(["eval", str(bad)]) == 2
     assert "not a readable digitlab checkpoint" in capsys.readouterr().err
+
+
+def test_compile_dry_run_of_the_seed000_preset(tmp_path, capsys, cpp_compiler):
+    """`--compile` works for a seed preset (seed 000's cnn: dropout, Adadelta); compile time is reported apart."""
+    rc = main(["train", "--preset", "seed000", "--dataset", "digits", "--compile", "--dry-run", "--device", "cpu",
+               "--runs-dir", str(tmp_path), "--name", "c", "-q"])
+    assert rc == 0
+    assert "compiling" in capsys.readouterr().out
+    state = load_checkpoint(tmp_path / "c" / "last.pt")
+    assert state["config"]["train"]["compile"] is True and state["history"][0]["compile_time"] > 0
+    assert "compile_time" in (tmp_path / "c" / "metrics.csv").read_text().splitlines()[0]

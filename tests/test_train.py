@@ -161,3 +161,32 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     assert out.stdout.count("final test accuracy") == 1
     ckpt = load_checkpoint(tmp_path / "ddp" / "best.pt")
     assert ckpt["epoch"] >= 1 and ckpt["metrics"]["test_acc"] > 0.1
+
+
+def test_compile_happens_before_the_clock_and_changes_nothing(tmp_path, monkeypatch, cpp_compiler):
+    """--compile: every batch size is compiled in the warm-up, none during training, and the warm-up
+    leaves weights, BatchNorm statistics and RNG as they were (same weights as without --compile)."""
+    from torch._dynamo.utils import counters
+
+    data = tiny_data(n_train=100, n_test=32)  # batches of 32 and a last one of 4: two shapes
+    graphs = {}
+    real = train_mod.compile_for_training
+
+    def spy(*a, **k):
+        out = real(*a, **k)
+        graphs["after_warm_up"] = counters["stats"]["unique_graphs"]
+        return out
+
+    monkeypatch.setattr(train_mod, "compile_for_training", spy)
+    runs = {}
+    for compiled in (False, True):
+        cfg = cfg_for(tmp_path / str(compiled), epochs=2, compile=compiled)
+        cfg.model.model, cfg.model.width, cfg.data.augment = "fast", 8, "shift"  # BatchNorm, augmentation
+        runs[compiled] = train(cfg, data=data, quiet=True)
+    assert counters["stats"]["unique_graphs"] == graphs["after_warm_up"]  # nothing compiled while training
+    assert runs[True].compile_seconds > 0 and runs[False].compile_seconds == 0
+    assert [h["compile_time"] > 0 for h in runs[True].history] == [True, False]
+    a = load_checkpoint(runs[False].run_dir / "last.pt")["state_dict"]
+    b = load_checkpoint(runs[True].run_dir / "last.pt")["state_dict"]
+    for k in a:
+        torch.testing.assert_close(a[k].float(), b[k].float(), rtol=1e-3, atol=1e-4, msg=k)

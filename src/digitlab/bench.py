@@ -52,8 +52,12 @@ def _time_to(history: list[dict], target: float) -> float | None:
     return None
 
 
-def time_to_accuracy(data: ImageData, preset: str, repeats: int, *, device: str, quick: bool) -> dict:
-    """Train a preset through the engine's ``train()`` ``repeats`` times (seeds 0..n-1)."""
+def time_to_accuracy(data: ImageData, preset: str, repeats: int, *, device: str, quick: bool,
+                     compile: bool = False) -> dict:
+    """Train a preset through the engine's ``train()`` ``repeats`` times (seeds 0..n-1).
+
+    With ``compile``, compiling happens before the clock; ``compile_seconds`` reports it apart.
+    """
     from digitlab.engine.presets import apply_preset
     from digitlab.engine.train import train
 
@@ -61,16 +65,18 @@ def time_to_accuracy(data: ImageData, preset: str, repeats: int, *, device: str,
     with tempfile.TemporaryDirectory(prefix="digitlab-bench-") as tmp:
         for seed in range(repeats):
             cfg = apply_preset(RunConfig(runs_dir=tmp, name=f"{preset}-{seed}"), preset)
-            cfg.train.seed, cfg.train.device, cfg.train.eval_every = seed, device, 1
+            cfg.train.seed, cfg.train.device, cfg.train.eval_every, cfg.train.compile = seed, device, 1, compile
             if quick:
                 cfg.train.epochs, cfg.train.dry_run = 1, True  # 3 batches, then the evaluation
             res = train(cfg, data=data, quiet=True)
             runs.append({"seed": seed, "final_acc": res.final_acc, "train_seconds": res.train_seconds,
+                         "compile_seconds": res.compile_seconds,
                          **{f"time_to_{t:.3f}": _time_to(res.history, t) for t in TARGETS},
                          "history": [{k: r[k] for k in ("epoch", "test_acc", "elapsed")} for r in res.history]})
-    out = {"preset": preset, "runs": runs,
+    out = {"preset": preset, "compile": compile, "runs": runs,
            "final_acc": spread([r["final_acc"] for r in runs]),
-           "train_seconds": spread([r["train_seconds"] for r in runs])}
+           "train_seconds": spread([r["train_seconds"] for r in runs]),
+           "compile_seconds": spread([r["compile_seconds"] for r in runs])}
     for t in TARGETS:
         hit = [r[f"time_to_{t:.3f}"] for r in runs]
         out[f"time_to_{t:.3f}"] = spread(hit) if all(h is not None for h in hit) else None
@@ -90,18 +96,29 @@ _RSS_WRAPPER = (
 )
 
 
-def command_wall(args: list[str], repeats: int) -> dict:
-    """Wall time and peak RSS of a whole ``digitlab ...`` command in a fresh process."""
+def command_wall(args: list[str], repeats: int, *, cold_compile_cache: bool = False) -> dict:
+    """Wall time and peak RSS of a whole ``digitlab ...`` command in a fresh process.
+
+    ``cold_compile_cache``: each run gets an empty inductor cache, so ``--compile`` costs what it costs
+    the first time (later runs reuse compiled kernels from the cache and start faster).
+    """
     walls, rss = [], []
     for _ in range(repeats):
+        env = dict(os.environ)
+        cache = tempfile.mkdtemp(prefix="digitlab-inductor-") if cold_compile_cache else None
+        if cache:
+            env["TORCHINDUCTOR_CACHE_DIR"] = cache
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", _RSS_WRAPPER, *args], capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-c", _RSS_WRAPPER, *args], capture_output=True, text=True, env=env)
         walls.append(time.perf_counter() - t0)
+        if cache:
+            shutil.rmtree(cache, ignore_errors=True)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
         kb = [line.split("=", 1)[1] for line in proc.stderr.splitlines() if line.startswith("PEAK_RSS_KB=")]
         rss.append(int(kb[-1]) / 1024 if kb else float("nan"))
-    return {"command": "digitlab " + " ".join(args), "wall_seconds": spread(walls), "peak_rss_mb": spread(rss)}
+    return {"command": "digitlab " + " ".join(args), "wall_seconds": spread(walls), "peak_rss_mb": spread(rss),
+            "cold_compile_cache": cold_compile_cache}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,41 +173,71 @@ def reference_throughput(model_name: str, data: ImageData, steps: int) -> float:
     return seen / (time.perf_counter() - t0)
 
 
-def fast_throughput(model_name: str, data: ImageData, steps: int, *, precision: str, batch_size: int = REF_BATCH,
-                    device: str = "cpu") -> float:
-    """Images/s of digitlab's engine path (same model, optimizer and batch size as the seed)."""
+def seed_step(model_name: str, data: ImageData, *, precision: str, compile: bool = False,
+              batch_size: int = REF_BATCH, device: str = "cpu"):
+    """One training step of digitlab's engine path for a seed model (its preset's optimizer, the given batch).
+
+    Returns ``(step, compile_seconds)``; ``step()`` trains on the next batch and returns its size. With
+    ``compile``, the model is compiled the way ``digitlab train --compile`` does it, before returning.
+    """
     from digitlab.data.loader import iterate_batches, normalize
     from digitlab.engine.device import autocast
+    from digitlab.engine.optim import build_optimizer
+    from digitlab.engine.presets import apply_preset
+    from digitlab.engine.train import compile_for_training
     from digitlab.models import create_model
 
     dev = torch.device(device)
+    cfg = apply_preset(RunConfig(), SEED_PRESET[model_name])
+    cfg.train.batch_size, cfg.train.channels_last = batch_size, True
     torch.manual_seed(0)
     model = create_model(model_name, num_classes=10, in_channels=1, image_size=28).to(dev)
     model = model.to(memory_format=torch.channels_last)
-    opt = _optimizer(model, SEED_PRESET[model_name])
-    x_all, y_all = data.train_x.to(dev), data.train_y.to(dev)
+    opt = build_optimizer(model, cfg.train)
+    data = data.to(dev)
+    forward, compile_seconds = model, 0.0
+    if compile:
+        forward, compile_seconds = compile_for_training(model, data, cfg, precision=precision)
     gen = torch.Generator().manual_seed(0)
     model.train()
-    seen, t0, batches = 0, None, iterate_batches(x_all, y_all, batch_size, shuffle=True, generator=gen)
-    for i in range(steps + 2):
-        if i == 2:
-            _sync(dev)
-            t0 = time.perf_counter()
-        try:
-            xb, yb = next(batches)
-        except StopIteration:
-            batches = iterate_batches(x_all, y_all, batch_size, shuffle=True, generator=gen)
-            xb, yb = next(batches)
+
+    def batches():
+        while True:
+            yield from iterate_batches(data.train_x, data.train_y, batch_size, shuffle=True, generator=gen)
+
+    it = batches()
+
+    def step() -> int:
+        xb, yb = next(it)
         xb = normalize(xb, data.mean, data.std).contiguous(memory_format=torch.channels_last)  # (B, 1, 28, 28)
         with autocast(dev, precision):
-            logits = model(xb)
+            logits = forward(xb)
         loss = F.cross_entropy(logits.float(), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        seen += len(yb) if i >= 2 else 0
+        return yb.shape[0]
+
+    return step, compile_seconds
+
+
+def images_per_second(step, steps: int, device: str = "cpu") -> float:
+    """Two warm-up steps outside the clock, then ``steps`` timed ones."""
+    dev = torch.device(device)
+    for _ in range(2):
+        step()
+    _sync(dev)
+    t0 = time.perf_counter()
+    seen = sum(step() for _ in range(steps))
     _sync(dev)
     return seen / (time.perf_counter() - t0)
+
+
+def fast_throughput(model_name: str, data: ImageData, steps: int, *, precision: str, compile: bool = False,
+                    batch_size: int = REF_BATCH, device: str = "cpu") -> float:
+    """Images/s of digitlab's engine path (same model, optimizer and batch size as the seed)."""
+    step, _ = seed_step(model_name, data, precision=precision, compile=compile, batch_size=batch_size, device=device)
+    return images_per_second(step, steps, device)
 
 
 def _sync(dev: torch.device) -> None:
@@ -198,19 +245,42 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-def throughput(data: ImageData, repeats: int, steps: int, *, device: str, models=SEED_MODELS) -> dict:
-    """Both paths back to back for each seed model, ``repeats`` times; ratios of the medians."""
+def throughput(data: ImageData, repeats: int, steps: int, *, device: str, models=SEED_MODELS,
+               compile: bool = False) -> dict:
+    """The reference and digitlab's paths for each seed model, in turn, ``repeats`` times; ratios of the medians.
+
+    digitlab's paths: fp32; bf16 where the hardware computes it (emulated bf16 is ~10x slower, so it is
+    skipped, not timed); with ``compile``, torch.compile at the precision ``auto`` picks.
+    """
+    from digitlab.engine.device import cpu_has_native_bf16, resolve_precision
+
+    dev = torch.device(device)
+    paths = {"digitlab_fp32": dict(precision="fp32")}
+    if dev.type != "cpu" or cpu_has_native_bf16():
+        paths["digitlab_bf16"] = dict(precision="bf16")
+    if compile:
+        paths["digitlab_compiled"] = dict(precision=resolve_precision("auto", dev), compile=True)
     out = {}
     for name in models:
-        ref, f32, b16 = [], [], []
-        for _ in range(repeats):  # interleaved, so a noisy neighbour hits all three alike
-            ref.append(reference_throughput(name, data, steps))
-            f32.append(fast_throughput(name, data, steps, precision="fp32", device=device))
-            b16.append(fast_throughput(name, data, steps, precision="bf16", device=device))
-        r, a, b = spread(ref), spread(f32), spread(b16)
-        out[name] = {"reference": r, "digitlab_fp32": a, "digitlab_bf16": b,
-                     "ratio_fp32": a["median"] / r["median"], "ratio_bf16": b["median"] / r["median"],
-                     "ratio_best": max(a["median"], b["median"]) / r["median"]}
+        built = {k: seed_step(name, data, device=device, **kw) for k, kw in paths.items()}
+        rates: dict[str, list[float]] = {"reference": [], **{k: [] for k in paths}}
+        for _ in range(repeats):  # in turn, so a noisy neighbour hits every path alike
+            rates["reference"].append(reference_throughput(name, data, steps))
+            for k, (step, _) in built.items():
+                rates[k].append(images_per_second(step, steps, device))
+        ref = spread(rates["reference"])
+        row: dict = {"reference": ref, "digitlab_bf16": None, "ratio_bf16": None}
+        for k in paths:
+            row[k] = spread(rates[k])
+            row["ratio_" + k.removeprefix("digitlab_")] = row[k]["median"] / ref["median"]
+        if "digitlab_bf16" not in paths:
+            row["bf16_skipped"] = "no native bf16 on this CPU (emulated bf16 is ~10x slower than fp32)"
+        if compile:
+            row["compiled_precision"] = paths["digitlab_compiled"]["precision"]
+            row["compile_seconds"] = built["digitlab_compiled"][1]
+        row["ratio_best"] = max(row["ratio_" + k.removeprefix("digitlab_")] for k in paths)
+        row["load_average_after"] = os.getloadavg()
+        out[name] = row
     return out
 
 
@@ -220,10 +290,10 @@ def throughput(data: ImageData, repeats: int, steps: int, *, device: str, models
 
 @torch.inference_mode()
 def inference(data: ImageData, repeats: int, *, quick: bool) -> dict:
-    """Batch-1000 throughput (bf16, channels_last) and single-image latency (fp32) of the default model."""
+    """Batch-1000 throughput (fp32; bf16 where native; channels_last) and single-image latency (fp32) of the default model."""
     from digitlab.config import ModelConfig
     from digitlab.data.loader import normalize
-    from digitlab.engine.device import autocast
+    from digitlab.engine.device import autocast, cpu_has_native_bf16
     from digitlab.models import create_model
 
     m = ModelConfig()
@@ -232,7 +302,7 @@ def inference(data: ImageData, repeats: int, *, quick: bool) -> dict:
     cpu = torch.device("cpu")
     x = data.test_x[:1000]
     batch_rates = {}
-    for precision in ("fp32", "bf16"):
+    for precision in ("fp32", "bf16") if cpu_has_native_bf16() else ("fp32",):  # emulated bf16: not worth timing
         mcl = model.to(memory_format=torch.channels_last)
         rates = []
         for _ in range(repeats):
@@ -261,32 +331,45 @@ def inference(data: ImageData, repeats: int, *, quick: bool) -> dict:
 
 
 def run_bench(*, quick: bool = False, repeats: int = 3, out_dir: str | Path = "bench", data_dir: str | None = None,
-              device: str = "cpu", argv: list[str] | None = None, log=print) -> dict:
-    """Run every section and write ``bench.json`` into ``out_dir``; returns the result dict."""
+              device: str = "cpu", compile: bool | None = None, argv: list[str] | None = None, log=print) -> dict:
+    """Run every section and write ``bench.json`` into ``out_dir``; returns the result dict.
+
+    ``compile`` (default: on unless ``quick``) adds torch.compile measurements: the fast recipe's time to
+    accuracy and whole command with ``--compile``, and a compiled column in the throughput table.
+    """
     from digitlab.data import load_dataset
     from digitlab.provenance import provenance
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     repeats = 1 if quick else max(1, repeats)
+    compile = not quick if compile is None else compile
     data = load_dataset("mnist", data_dir, download=data_dir is None)
     if quick:
         data = data.subset(2000, 500)
     steps = 3 if quick else 60
-    result: dict = {"quick": quick, "repeats": repeats, "device": device,
+    result: dict = {"quick": quick, "repeats": repeats, "device": device, "compile": compile,
                     "command": "digitlab " + " ".join(argv if argv is not None else sys.argv[1:]),
                     "provenance": provenance(),
                     "clock": "time to accuracy: first training step to the end of the evaluation that reached it, "
                              "data already in memory (TrainResult.history[].elapsed)"}
 
-    def save() -> None:  # after every section, so an interrupted run keeps what it measured
+    result["load_average"] = {"start": os.getloadavg()}  # 1/5/15-minute load; above ~2.5 others shared the 2 cores
+
+    def save(section: str | None = None) -> None:  # after every section, so an interrupted run keeps what it measured
+        if section:
+            result["load_average"][section] = os.getloadavg()
         (out_dir / "bench.json").write_text(json.dumps(result, indent=2))
 
     log("1/4 time to accuracy")
     result["time_to_accuracy"] = {}
     for preset in ("fast", "fast-99.5"):
         result["time_to_accuracy"][preset] = time_to_accuracy(data, preset, repeats, device=device, quick=quick)
-        save()
+        save(preset)
+    if compile:
+        result["time_to_accuracy"]["fast --compile"] = time_to_accuracy(data, "fast", repeats, device=device,
+                                                                        quick=quick, compile=True)
+        save("fast --compile")
     with tempfile.TemporaryDirectory(prefix="digitlab-bench-cmd-") as tmp:
         args = ["train", "--runs-dir", tmp, "--device", device, "-q"]
         if data_dir:
@@ -294,16 +377,18 @@ def run_bench(*, quick: bool = False, repeats: int = 3, out_dir: str | Path = "b
         if quick:
             args += ["--limit-train", "2000", "--limit-test", "500", "--epochs", "1", "--dry-run"]
         result["command_wall"] = command_wall(args, repeats)
+        if compile:
+            result["command_wall_compile"] = command_wall(args + ["--compile"], repeats, cold_compile_cache=True)
         shutil.rmtree(tmp, ignore_errors=True)
-    save()
+    save("command_wall")
 
     log("2/4 training throughput vs the seed-style reference")
-    result["throughput"] = throughput(data, repeats, steps, device=device,
+    result["throughput"] = throughput(data, repeats, steps, device=device, compile=compile,
                                       models=("cnn",) if quick else SEED_MODELS)
-    save()
+    save("throughput")
     log("3/4 inference")
     result["inference"] = inference(data, repeats, quick=quick)
-    save()
+    save("inference")
     log("4/4 memory")
     result["memory"] = {"default_train_peak_rss_mb": result["command_wall"]["peak_rss_mb"],
                         "bench_process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -312,6 +397,3 @@ def run_bench(*, quick: bool = False, repeats: int = 3, out_dir: str | Path = "b
     save()
     return result
 
-
-def threads_note() -> str:
-    return f"{torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs"

@@ -45,7 +45,7 @@ class TrainConfig:
     tta: bool = False  # evaluate with test-time augmentation
     seed: int = 0
     device: str = "auto"  # auto: cuda, then mps, then cpu
-    precision: str = "bf16"  # auto, fp32, bf16, fp16; bf16+channels_last is 1.6-2x fp32 on AMX/AVX512-BF16 CPUs
+    precision: str = "auto"  # auto, fp32, bf16, fp16; auto: bf16 where the CPU/GPU has it in hardware, else fp32
     compile: bool = False  # torch.compile the model
     channels_last: bool = True
     dry_run: bool = False  # a few batches of one epoch, to check that everything runs

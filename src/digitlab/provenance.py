@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 import digitlab
+from digitlab.engine.device import cpu_has_native_bf16
 
 
 def git_commit() -> str | None:
@@ -44,6 +45,8 @@ def provenance() -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # AVX2, AVX512, ...: which kernels torch runs
+        "cpu_native_bf16": cpu_has_native_bf16(),  # False: bf16 is emulated (slow) on this CPU
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpu": gpu,

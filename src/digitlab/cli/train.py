@@ -61,8 +61,8 @@ def train(
     tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation at the final evaluation."),
     seed: Optional[int] = typer.Option(None),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N, mps."),
-    precision: Optional[str] = typer.Option(None, help="auto, fp32, bf16, fp16."),
-    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
+    precision: Optional[str] = typer.Option(None, help="auto (bf16 where the hardware has it, else fp32), fp32, bf16, fp16."),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model (compiled before the training clock; time reported apart)."),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last"),
     dry_run: Optional[bool] = typer.Option(None, "--dry-run", help="A few batches of one epoch."),
     eval_every: Optional[int] = typer.Option(None, help="Evaluate every N epochs."),
@@ -100,8 +100,8 @@ def train(
         if "optimizer" not in state:
             raise DigitlabError(f"{resume} has no training state (only last.pt does); pass the run directory or its last.pt")
         cfg = RunConfig.from_dict(state["config"])
-        # A resumed run keeps its recipe; only the length, device, threads and data location may change.
-        keep = {"epochs": epochs, "device": device, "threads": threads}
+        # A resumed run keeps its recipe; only the length, device, threads, compile and data location may change.
+        keep = {"epochs": epochs, "device": device, "threads": threads, "compile": compile}
         for k, v in keep.items():
             if v is not None:
                 setattr(cfg.train, k, v)
@@ -127,8 +127,10 @@ def train(
 
     if not detect().is_main:
         return
+    compiled = f" (+{result.compile_seconds:.1f}s compiling)" if result.compile_seconds else ""
     console.print(f"final test accuracy {result.final_acc:.2%} (best {result.best_acc:.2%}) after "
-                  f"{result.train_seconds:.1f}s of training\nrun directory: {result.run_dir}", highlight=False, soft_wrap=True)
+                  f"{result.train_seconds:.1f}s of training{compiled}\nrun directory: {result.run_dir}",
+                  highlight=False, soft_wrap=True)
 
 
 @app.command("eval")

@@ -74,18 +74,18 @@ PRESETS: dict[str, Preset] = {
     ),
     # digitlab's recipes (BENCHMARKS.md has their measured times); the defaults of config.py are `fast`.
     "fast": Preset(
-        "the default: fast (width 16), 2 epochs, SGD-Nesterov one-cycle lr 0.2, batch 128, shift +-2, bf16",
+        "the default: fast (width 16), 2 epochs, SGD-Nesterov one-cycle lr 0.2, batch 128, shift +-2, bf16 where native",
         data=dict(dataset="mnist", augment="shift"),
         model=dict(model="fast", width=16),
         train=dict(optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="onecycle",
-                   warmup=0.2, label_smoothing=0.1, epochs=2, batch_size=128, precision="bf16", channels_last=True),
+                   warmup=0.2, label_smoothing=0.1, epochs=2, batch_size=128, precision="auto", channels_last=True),
     ),
     "fast-99.5": Preset(
-        "99.5%: fast (width 32), 5 epochs, one-cycle lr 0.2, batch 128, shift +-2, bf16, shift TTA",
+        "99.5%: fast (width 32), 5 epochs, one-cycle lr 0.2, batch 128, shift +-2, bf16 where native, shift TTA",
         data=dict(dataset="mnist", augment="shift"),
         model=dict(model="fast", width=32),
         train=dict(optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="onecycle",
-                   warmup=0.2, label_smoothing=0.1, epochs=5, batch_size=128, tta=True, precision="bf16", channels_last=True),
+                   warmup=0.2, label_smoothing=0.1, epochs=5, batch_size=128, tta=True, precision="auto", channels_last=True),
     ),
     "best": Preset(
         "highest accuracy in minutes: fast-wide (width 48), 12 epochs, one-cycle lr 0.1, shift +-2, shift TTA",
@@ -93,7 +93,7 @@ PRESETS: dict[str, Preset] = {
         model=dict(model="fast-wide"),
         train=dict(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="onecycle",
                    warmup=0.2, label_smoothing=0.1, epochs=12, batch_size=128, ema=False, tta=True,
-                   precision="bf16", channels_last=True),
+                   precision="auto", channels_last=True),
     ),
     "handwriting": Preset(
         "the shipped model for real handwriting: fast (width 32), 6 epochs, robust augmentation (affine, elastic, "

@@ -45,6 +45,7 @@ class TrainResult:
     final_acc: float = 0.0
     best_acc: float = 0.0
     train_seconds: float = 0.0  # first training step to end of the last evaluation, data in memory
+    compile_seconds: float = 0.0  # --compile: time spent compiling before the clock started (all resumes)
     metrics: dict = field(default_factory=dict)  # the final evaluation report (precision, recall, ...)
 
 
@@ -142,6 +143,42 @@ def train_one_epoch(
     return {"train_loss": totals[0].item() / n, "train_acc": totals[1].item() / n}, step
 
 
+def compile_for_training(model: nn.Module, data: ImageData, cfg: RunConfig, *, precision: str,
+                         info: dist.DistInfo = dist.DistInfo()) -> tuple[nn.Module, float]:
+    """``torch.compile`` the model and compile it now, before the training clock starts; returns (compiled, seconds).
+
+    Shapes are static (``dynamic=False``: static kernels are the fast ones), so every batch size an epoch
+    will see is compiled here: the full batch and the smaller last one. The warm-up runs forward and
+    backward on real images, then restores weights, BatchNorm statistics, gradients and the RNG, so the
+    training that follows starts from exactly where it would have started without it.
+    """
+    t = cfg.train
+    t0 = time.perf_counter()
+    compiled = torch.compile(model, dynamic=False)
+    n, global_batch = data.train_x.shape[0], t.batch_size * info.world_size
+    last = n % global_batch if n > global_batch and not t.dry_run else 0  # a dry run never reaches the last batch
+    sizes = [min(global_batch, n)] + ([last] if last else [])
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    was_training = model.training
+    model.train()
+    for size in sizes:
+        xb, yb = data.train_x[:size][info.rank :: info.world_size], data.train_y[:size][info.rank :: info.world_size]
+        if yb.shape[0] == 0:
+            continue
+        xb = normalize(xb, data.mean, data.std)  # (B, C, H, W) float
+        if t.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with autocast(xb.device, precision):
+            logits = compiled(xb)
+        F.cross_entropy(logits.float(), yb).backward()
+    model.zero_grad(set_to_none=True)
+    model.load_state_dict(state)
+    torch.set_rng_state(rng)
+    model.train(was_training)
+    return compiled, time.perf_counter() - t0
+
+
 def load_data(cfg: RunConfig) -> ImageData:
     """Load the configured dataset into memory (uint8), with limits and validation split applied."""
     from digitlab.data import load_dataset
@@ -201,8 +238,9 @@ def _write_metrics_csv(path: Path, history: list[dict]) -> None:
         return
     tmp = path.with_name(f".{path.name}.tmp")
     try:
+        fields = list(dict.fromkeys(k for row in history for k in row))  # rows from older versions lack columns
         with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(history[0]))
+            w = csv.DictWriter(f, fieldnames=fields)
             w.writeheader()
             w.writerows(history)
         os.replace(tmp, path)
@@ -263,9 +301,9 @@ def train(cfg: RunConfig, *, data: ImageData | None = None, resume: dict | None 
         best_acc = max((h["test_acc"] for h in history if h.get("test_acc") is not None), default=-1.0)
 
     run_dir = prepare_run_dir(cfg, resume is not None, info.is_main)
-    train_model = model
-    if t.compile:
-        train_model = torch.compile(model)
+    train_model, compile_seconds = model, 0.0
+    if t.compile:  # before the clock: compile time is reported on its own (compile_time in metrics.csv)
+        train_model, compile_seconds = compile_for_training(model, data, cfg, precision=precision, info=info)
     if info.enabled:
         train_model = nn.parallel.DistributedDataParallel(train_model)
     eval_model = ema.module if ema is not None else model
@@ -293,7 +331,8 @@ def train(cfg: RunConfig, *, data: ImageData | None = None, resume: dict | None 
         elapsed = elapsed0 + (t2 - clock0)
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **row,
                "test_loss": last_eval.loss if do_eval else None, "test_acc": last_eval.accuracy if do_eval else None,
-               "train_time": t1 - t0, "eval_time": t2 - t1, "elapsed": elapsed}
+               "train_time": t1 - t0, "eval_time": t2 - t1, "elapsed": elapsed,
+               "compile_time": compile_seconds if epoch == start_epoch + 1 else 0.0}
         history.append(row)
         printer.row(row)
         if info.is_main:
@@ -315,6 +354,7 @@ def train(cfg: RunConfig, *, data: ImageData | None = None, resume: dict | None 
     result.best_acc = best_acc
     result.final_acc = history[-1]["test_acc"] if history else float("nan")
     result.train_seconds = history[-1]["elapsed"] if history else 0.0
+    result.compile_seconds = sum(h.get("compile_time", 0.0) for h in history)
     if info.is_main and last_eval is not None:
         result.metrics = finish_run(run_dir, history, data, last_eval, printer.console, quiet)
     dist.teardown(info)
