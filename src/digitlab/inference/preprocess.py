@@ -39,6 +39,8 @@ WINDOW_PER_STROKE = 3.0  # ... but always this many times wider than the strokes
 MAX_WINDOW = 0.6  # the window never grows past this fraction of the short side
 FLAT_PAPER = 0.06  # paper whose brightness spans less than this (2nd-98th percentile) is evenly lit:
 # a canvas, a screenshot, a scan; its one level is the background, however wide the strokes
+PAPER_MARGIN = 3  # ... counting only paper this many pixels (of the small copy) away from the ink: the
+# soft edges of blurred or enlarged strokes are not uneven light
 MIN_INK_CONTRAST = 0.2  # strongest strokes under 20% darker than the paper: blank (noise, texture)
 MIN_INK_SNR = 6.0  # ... or standing less than 6 noise deviations above the paper: blank
 BOX = 20  # MNIST's digit box inside ...
@@ -232,7 +234,8 @@ def background(gray: np.ndarray) -> np.ndarray:
     """
     h, w = gray.shape
     small = _shrink(gray, BACKGROUND_SIDE, short=True)
-    paper = small[small > otsu(small)]
+    ink = small <= otsu(small)
+    paper = small[~ndi.maximum_filter(ink, size=2 * PAPER_MARGIN + 1)]  # soft stroke edges are not paper
     if paper.size:
         lo, mid, hi = np.percentile(paper, [2, 50, 98])
         if hi - lo < FLAT_PAPER:
