@@ -69,3 +69,26 @@ def test_incompatible_dataset():
     with pytest.raises(DigitlabError, match="3x32x32"):
         check_compatible(make_ckpt(), 3, 32, 10, "cifar10")
     check_compatible(make_ckpt(), 1, 28, 10, "fashion-mnist")  # same shape: allowed
+
+
+class _CtrlC:
+    """Pickled inside the checkpoint: presses Ctrl-C (SIGINT to this process) in the middle of the save."""
+
+    def __reduce__(self):
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGINT)
+        return (int, (7,))
+
+
+def test_ctrl_c_during_a_save_waits_for_the_whole_file(tmp_path):
+    path = tmp_path / "last.pt"
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, {"epoch": 3, "marker": _CtrlC(), "weights": torch.ones(1000)})
+    saved = torch.load(path, weights_only=False)  # whole: the interrupt came after the rename (our own file)
+    assert saved["epoch"] == 3 and saved["marker"] == 7 and saved["weights"].sum() == 1000
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left
+    import signal
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the usual Ctrl-C is back

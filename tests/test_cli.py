@@ -178,7 +178,9 @@ def test_train_dry_run_mnist_preset(preset, mnist_dir, isolated_data_env, tmp_pa
     assert cfg["model"] == want.to_dict()["model"]
     assert cfg["data"]["limit_train"] == 512 and cfg["data"]["limit_test"] == 256
     assert len(_csv_rows(tmp_path / preset / "metrics.csv")) == 1
-    assert json.loads((tmp_path / preset / "eval.json").read_text())["accuracy"] is not None
+    evaluated = json.loads((tmp_path / preset / "eval.json").read_text())
+    assert evaluated["accuracy"] is not None and evaluated["epoch"] == 1
+    assert evaluated["checkpoint"] == str(tmp_path / preset / "last.pt") and evaluated["dataset"] == "mnist"
     saved = json.loads((tmp_path / preset / "config.json").read_text())
     assert saved["preset"] == preset and "provenance" in saved
 
@@ -199,6 +201,9 @@ def test_eval_mnist_run(mnist_dir, isolated_data_env, tmp_path, capsys):
         assert (out_dir / f).is_file() and not (run / f).exists()
     metrics = json.loads((out_dir / "eval.json").read_text())
     assert 0.0 <= metrics["accuracy"] <= 1.0 and sum(map(sum, metrics["confusion"])) == 10000
+    # the file alone says what was evaluated, as --json does
+    assert metrics["checkpoint"] == str(run / "best.pt") and metrics["dataset"] == "mnist"
+    assert metrics["tta"] is False and metrics["loss"] > 0
 
     assert main(["eval", str(run / "last.pt"), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)

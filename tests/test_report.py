@@ -45,6 +45,15 @@ def test_write_report_files_and_errors(tmp_path):
     assert "macro avg" in text and "most confused" in text and "c → b: 1" in text
 
 
+def test_meta_leads_the_metrics_and_eval_json(tmp_path):
+    y, probs, images = toy()
+    meta = {"checkpoint": "runs/x/best.pt", "dataset": "mnist", "loss": 0.25}
+    m = write_report(tmp_path, y, probs, CLASSES, images, meta=meta)
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert list(saved)[:3] == ["checkpoint", "dataset", "loss"] and saved == m
+    assert saved["dataset"] == "mnist" and saved["accuracy"] == 0.5
+
+
 def test_max_errors(tmp_path):
     y, probs, images = toy()
     m = write_report(tmp_path, y, probs, CLASSES, images, max_errors=1)

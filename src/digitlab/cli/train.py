@@ -163,8 +163,8 @@ def eval_cmd(
     out_dir = Path(out) if out else path.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     res = evaluate(model, data.test_x.to(dev), data.test_y.to(dev), tuple(ckpt["mean"]), tuple(ckpt["std"]), tta=tta)
-    metrics = write_report(out_dir, data.test_y, res.logits.softmax(1), data.classes, data.test_x)
-    metrics = {"checkpoint": str(path), "dataset": name, "loss": res.loss, **metrics}
+    meta = {"checkpoint": str(path), "dataset": name, "tta": tta, "loss": res.loss}
+    metrics = write_report(out_dir, data.test_y, res.logits.softmax(1), data.classes, data.test_x, meta=meta)
     if as_json:
         print(json.dumps(metrics, indent=2, default=str))
     else:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
 import torch
@@ -28,21 +31,47 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
+@contextlib.contextmanager
+def _ctrl_c_held():
+    """Hold a Ctrl-C (SIGINT) until the block is done, then raise it.
+
+    A KeyboardInterrupt can land anywhere, even between creating the temporary file and the
+    ``try`` that removes it; held, the save always finishes whole and the interrupt follows.
+    Only Python's default handler is replaced, and only in the main thread (signals go there).
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def save_checkpoint(path: str | Path, ckpt: dict) -> Path:
-    """Write atomically: a temporary file in the same folder, then rename, so a crash never leaves half a file."""
+    """Write atomically: a temporary file in the same folder, then rename, so a crash never leaves half a file.
+
+    A Ctrl-C during the save waits for it to finish (then interrupts as usual).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; checkpoints are shared like any saved file
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"digitlab": FORMAT_VERSION, **ckpt}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _ctrl_c_held():
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; checkpoints are shared like any saved file
+            with os.fdopen(fd, "wb") as f:
+                torch.save({"digitlab": FORMAT_VERSION, **ckpt}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return path
 
 

@@ -29,6 +29,7 @@ def write_report(
     images_uint8: torch.Tensor,
     *,
     max_errors: int = 36,
+    meta: dict | None = None,
 ) -> dict:
     """Write ``confusion.png``, ``errors.png``, ``report.txt`` and ``eval.json`` to ``out_dir``.
 
@@ -39,9 +40,11 @@ def write_report(
         classes: the K class names.
         images_uint8: the evaluated images, uint8 (N, C, H, W), for the error grid.
         max_errors: how many misclassified images to show, most confidently wrong first.
+        meta: what was evaluated (checkpoint, dataset, loss, ...), put first in the dict and in eval.json
+            so that the file alone says what its numbers are about.
 
     Returns:
-        ``compute_metrics``' dict plus ``n_errors`` and ``worst_errors``
+        ``meta`` and ``compute_metrics``' dict plus ``n_errors`` and ``worst_errors``
         ([{index, true, pred, p}], the images in errors.png).
     """
     out = Path(out_dir)
@@ -52,7 +55,7 @@ def write_report(
         raise ValueError(f"probs must be (N, K) with N={t.size}, got {pr.shape}")
     pred = pr.argmax(1)
 
-    metrics = compute_metrics(t, pred, classes)
+    metrics = {**(meta or {}), **compute_metrics(t, pred, classes)}
     worst = _worst_errors(t, pr, max_errors)
     metrics["n_errors"] = int((pred != t).sum())
     metrics["worst_errors"] = [
@@ -71,7 +74,8 @@ def write_report(
         title_colors=["firebrick"] * len(worst),
     )
     (out / "report.txt").write_text(format_report(metrics) + "\n", encoding="utf-8")
-    (out / "eval.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "eval.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False, default=str) + "\n",
+                                   encoding="utf-8")
     return metrics
 
 
