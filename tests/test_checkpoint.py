@@ -92,3 +92,19 @@ def test_ctrl_c_during_a_save_waits_for_the_whole_file(tmp_path):
     import signal
 
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the usual Ctrl-C is back
+
+
+def test_write_atomically_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    from digitlab.engine.checkpoint import write_atomically
+
+    path = tmp_path / "metrics.csv"
+    write_atomically(path, lambda f: f.write(b"epoch\n1\n"))
+
+    def broken(f):
+        f.write(b"epoch\n1\n2")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        write_atomically(path, broken)
+    assert path.read_bytes() == b"epoch\n1\n"  # the previous file, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]

@@ -8,6 +8,7 @@ import signal
 import tempfile
 import threading
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 import torch
 from torch import nn
@@ -53,19 +54,20 @@ def _ctrl_c_held():
         raise KeyboardInterrupt
 
 
-def save_checkpoint(path: str | Path, ckpt: dict) -> Path:
-    """Write atomically: a temporary file in the same folder, then rename, so a crash never leaves half a file.
+def write_atomically(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Write a file whole or not at all: ``write`` fills a temporary file in the same folder, then a rename.
 
-    A Ctrl-C during the save waits for it to finish (then interrupts as usual).
+    A crash never leaves half a file or a temporary one, and a Ctrl-C during the write waits for it
+    to finish (then interrupts as usual). The file gets the usual umask permissions.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _ctrl_c_held():
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
-            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; checkpoints are shared like any saved file
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; run files are shared like any saved file
             with os.fdopen(fd, "wb") as f:
-                torch.save({"digitlab": FORMAT_VERSION, **ckpt}, f)
+                write(f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -73,6 +75,11 @@ def save_checkpoint(path: str | Path, ckpt: dict) -> Path:
             Path(tmp).unlink(missing_ok=True)
             raise
     return path
+
+
+def save_checkpoint(path: str | Path, ckpt: dict) -> Path:
+    """Save a checkpoint with ``write_atomically``: a crash or Ctrl-C never leaves half a checkpoint."""
+    return write_atomically(path, lambda f: torch.save({"digitlab": FORMAT_VERSION, **ckpt}, f))
 
 
 def resolve_checkpoint_path(path: str | Path, default_name: str = "best.pt") -> Path:

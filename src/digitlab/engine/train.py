@@ -8,9 +8,8 @@ normalised as a whole (see ``digitlab.data.loader``).
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from digitlab.config import RunConfig
 from digitlab.data.base import ImageData
 from digitlab.data.loader import augment, default_augment, iterate_batches, normalize
 from digitlab.engine import dist
-from digitlab.engine.checkpoint import save_checkpoint, unwrap
+from digitlab.engine.checkpoint import save_checkpoint, unwrap, write_atomically
 from digitlab.engine.device import autocast, resolve_device, resolve_precision
 from digitlab.engine.optim import build_optimizer, lr_at, model_kwargs
 from digitlab.errors import DigitlabError
@@ -233,20 +232,15 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
 
 
 def _write_metrics_csv(path: Path, history: list[dict]) -> None:
-    """Rewrite metrics.csv through a temporary file and a rename: a Ctrl-C mid-write keeps the previous one."""
+    """Rewrite metrics.csv whole (``write_atomically``): a Ctrl-C mid-write keeps the previous one."""
     if not history:
         return
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        fields = list(dict.fromkeys(k for row in history for k in row))  # rows from older versions lack columns
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields)
-            w.writeheader()
-            w.writerows(history)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    text = io.StringIO(newline="")
+    fields = list(dict.fromkeys(k for row in history for k in row))  # rows from older versions lack columns
+    w = csv.DictWriter(text, fieldnames=fields)
+    w.writeheader()
+    w.writerows(history)
+    write_atomically(path, lambda f: f.write(text.getvalue().encode()))
 
 
 def train(cfg: RunConfig, *, data: ImageData | None = None, resume: dict | None = None, quiet: bool = False,

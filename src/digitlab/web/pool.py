@@ -17,7 +17,6 @@ import threading
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
 
 from digitlab.errors import DigitlabError
 from digitlab.inference.image import load_image
