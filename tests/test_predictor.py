@@ -166,3 +166,56 @@ def test_wide_single_digits_are_not_split(shipped, mnist_test):
     wide = [i for i in range(2000) if np.ptp(np.nonzero(x[i].max(0) > 50)[0]) > np.ptp(np.nonzero(x[i].max(1) > 50)[0])][:30]
     ok = sum(shipped.predict(Image.fromarray(255 - x[i]).resize((280, 280))).text == str(y[i]) for i in wide)
     assert len(wide) == 30 and ok >= 28
+
+
+def test_offers_are_preprocessed_only_when_they_could_win(shipped, mnist_test, monkeypatch):
+    """Cuts and joins the model's reading cannot take are skipped: the same answers, less work."""
+    from digitlab.data import synth
+    from digitlab.inference import preprocess as P
+
+    x, y = mnist_test
+    samples = [synth.make_sample("number", x, y, 7, i) for i in range(40)]
+    samples += [synth.make_sample("canvas", x, y, 7, i) for i in range(20)]
+    images = [s.image for s in samples]
+    made = []
+    real_expand = P.Digit.expand
+
+    def counting_expand(self, cuts=True, join=True):
+        before = len(self.alternatives) + (self.merged_with_next is not None)
+        real_expand(self, cuts, join)
+        made.append(len(self.alternatives) + (self.merged_with_next is not None) - before)
+
+    monkeypatch.setattr(P.Digit, "expand", counting_expand)
+    lazy = shipped.predict_many(images)
+    lazy_made = sum(made)
+    made.clear()
+    real_offers = PR._Prepared.add_offers
+    monkeypatch.setattr(PR._Prepared, "add_offers", lambda self, probs: real_offers(self, probs, everything=True))
+    full = shipped.predict_many(images)
+    assert [r.text for r in lazy] == [r.text for r in full]
+    for a, b in zip(lazy, full):
+        assert [round(it.probability, 4) for it in a.items] == [round(it.probability, 4) for it in b.items]
+    assert sum(r.text == s.label for r, s in zip(lazy, samples)) >= 55  # and they are right
+    assert sum(made) > 0 and lazy_made < sum(made)  # the offers exist, and most were not needed
+
+
+def test_add_offers_follows_the_bound(shipped, mnist_test):
+    """A cut is preprocessed only below -SPLIT_COST, a join only when the pair is below -JOIN_COST."""
+    from digitlab.data import synth
+
+    x, y = mnist_test
+    for i in range(100):  # written numbers until one has a segment with cuts on offer
+        prep = shipped._prepare(synth.make_sample("number", x, y, 7, i).image, multi=True)
+        if any(d.offers_cut for d in prep.digits):
+            break
+    k = next(j for j, d in enumerate(prep.digits) if d.offers_cut)
+    sure = torch.full((prep.n_main, 10), 0.01)
+    sure[:, 0] = 0.91  # log 0.91 > -SPLIT_COST, and any two sum above -JOIN_COST: nothing can beat them
+    assert prep.add_offers(sure) is None and not prep.digits[k].alternatives and not prep.joins
+    unsure = sure.clone()
+    unsure[k] = 0.1  # log 0.1 < -SPLIT_COST: the cuts may win (and joins with its neighbours)
+    extra = prep.add_offers(unsure)
+    assert extra is not None and prep.digits[k].alternatives and k in prep.halves
+    assert set(prep.joins) <= {k - 1, k}
+    assert extra.shape[0] == sum(len(p) for p in prep.digits[k].alternatives) + len(prep.joins)
+    assert prep.x.shape[0] == prep.n_main and len(prep.images) == prep.n_main + extra.shape[0]

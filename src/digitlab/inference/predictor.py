@@ -141,6 +141,38 @@ class _Prepared:
     n_main: int = 0  # rows of x that are the digits as segmented
     halves: dict[int, list[int]] = field(default_factory=dict)  # digit index -> rows of each cut's first half
     joins: dict[int, int] = field(default_factory=dict)  # digit index -> row of it joined with the next
+    digits: list = field(default_factory=list)  # the preprocessed Digits (their offers not yet expanded)
+
+    def add_offers(self, main_probs: torch.Tensor, everything: bool = False) -> torch.Tensor | None:
+        """Preprocess the cuts and joins that could still beat the digits as read; their inputs, or None.
+
+        A reading scores its log-probabilities less SPLIT_COST per cut and JOIN_COST per join, and no
+        log-probability exceeds 0. So a cut of digit i can only win when log p(i) < -SPLIT_COST, and a
+        join of i and i+1 only when log p(i) + log p(i+1) < -JOIN_COST (each digit's best reading
+        scores at least its whole log-probability). Confident digits skip the work: the same answer.
+        ``everything``: all offers, as if none could be ruled out (to check that claim).
+        """
+        t0 = time.perf_counter()
+        logp = [math.log(max(float(p.max()), 1e-12)) for p in main_probs]
+        rows = []
+        for i, d in enumerate(self.digits):
+            cuts = d.offers_cut and (everything or logp[i] < -SPLIT_COST)
+            join = d.offers_join and i + 1 < len(self.digits) and (everything or logp[i] + logp[i + 1] < -JOIN_COST)
+            if not (cuts or join):
+                continue
+            d.expand(cuts=cuts, join=join)
+            for pieces in d.alternatives if cuts else []:
+                self.halves.setdefault(i, []).append(self.n_main + len(rows))
+                rows += pieces
+            if join and d.merged_with_next is not None:
+                self.joins[i] = self.n_main + len(rows)
+                rows.append(d.merged_with_next)
+        self.ms += (time.perf_counter() - t0) * 1000
+        if not rows:
+            return None
+        self.images += [r.image for r in rows]
+        self.boxes += [r.box for r in rows]
+        return torch.stack([r.tensor for r in rows])
 
 
 def _best_reading(read: list[DigitPrediction], prep: _Prepared) -> list[DigitPrediction]:
@@ -225,18 +257,12 @@ class Predictor:
             arr = generic_image(img, channels=self.channels, image_size=self.image_size)
             x = normalize(arr, self.mean, self.std).unsqueeze(0)
             return _Prepared(source, x, [arr], [None], (time.perf_counter() - t0) * 1000, n_main=1)
-        found = preprocess_digits(img, mean=self.mean, std=self.std, multi=multi, image_size=self.image_size)
-        rows, halves, joins = list(found.digits), {}, {}
-        for i, d in enumerate(found.digits):
-            for pieces in d.alternatives:
-                halves.setdefault(i, []).append(len(rows))
-                rows += pieces
-            if d.merged_with_next is not None:
-                joins[i] = len(rows)
-                rows.append(d.merged_with_next)
-        x = torch.stack([r.tensor for r in rows]) if rows else found.tensor
+        found = preprocess_digits(img, mean=self.mean, std=self.std, multi=multi, image_size=self.image_size,
+                                  lazy=True)  # cuts and joins: only those the model's reading needs (add_offers)
+        rows = found.digits
         ms = (time.perf_counter() - t0) * 1000
-        return _Prepared(source, x, [r.image for r in rows], [r.box for r in rows], ms, len(found.digits), halves, joins)
+        return _Prepared(source, found.tensor, [r.image for r in rows], [r.box for r in rows], ms, len(rows),
+                         digits=list(rows))
 
     @torch.inference_mode()
     def _probabilities(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
@@ -319,17 +345,29 @@ class Predictor:
                 prepared.append(Prediction(_source_name(src), "error", None, [], msg, ms))
         ok = [p for p in prepared if isinstance(p, _Prepared)]
         t0 = time.perf_counter()
-        xs = [p.x for p in ok if p.x.shape[0]]
-        probs = self._probabilities(torch.cat(xs), batch_size) if xs else torch.empty(0, len(self.classes))
+        probs = self._batched([p.x for p in ok], batch_size)
         model_ms = (time.perf_counter() - t0) * 1000
-        n_total = max(1, int(probs.shape[0]))
-        results, start = [], 0
+        # Second round, digit models only: the cuts and joins that could still change a reading.
+        extra = [p.add_offers(pr) if p.digits else None for p, pr in zip(ok, probs)]
+        t1 = time.perf_counter()
+        more = self._batched([e if e is not None else p.x[:0] for p, e in zip(ok, extra)], batch_size)
+        model_ms += (time.perf_counter() - t1) * 1000
+        for p, e in zip(ok, extra):
+            if e is not None:
+                p.x = torch.cat([p.x, e])
+        probs = {id(p): torch.cat([a, b]) for p, a, b in zip(ok, probs, more)}
+        n_total = max(1, sum(p.x.shape[0] for p in ok))
+        results = []
         for p in prepared:
             if isinstance(p, Prediction):
                 results.append(p)
                 continue
             n = p.x.shape[0]
-            r = self._result(p, probs[start : start + n], top_k, model_ms * n / n_total)
-            start += n
-            results.append(r)
+            results.append(self._result(p, probs[id(p)], top_k, model_ms * n / n_total))
         return results
+
+    def _batched(self, xs: list[torch.Tensor], batch_size: int) -> list[torch.Tensor]:
+        """Probabilities for each image's rows, with one batched model call across all images."""
+        rows = [x for x in xs if x.shape[0]]
+        probs = self._probabilities(torch.cat(rows), batch_size) if rows else torch.empty(0, len(self.classes))
+        return list(torch.split(probs, [x.shape[0] for x in xs]))

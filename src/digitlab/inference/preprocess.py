@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Callable
 
 import numpy as np
 import torch
@@ -60,6 +61,30 @@ class Digit:
     box: tuple[int, int, int, int]  # (left, top, right, bottom) in the original image, right/bottom exclusive
     alternatives: list[list["Digit"]] = field(default_factory=list)  # the same ink cut into two touching digits
     merged_with_next: "Digit | None" = None  # this and the next digit's ink read as one digit
+    # With ``preprocess_digits(..., lazy=True)`` the two fields above stay empty until ``expand``: the
+    # segmentation's offers are kept, and only those the model's reading can still need get preprocessed.
+    _offers: tuple[list[list[Segment]], Segment | None] | None = field(default=None, repr=False, compare=False)
+    _make: Callable[[Segment], "Digit"] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def offers_cut(self) -> bool:
+        """The segmentation offered cuts of this digit's ink into two (preprocessed or not yet)."""
+        return bool(self.alternatives) or bool(self._offers and self._offers[0])
+
+    @property
+    def offers_join(self) -> bool:
+        """The segmentation offered to read this digit and the next as one (preprocessed or not yet)."""
+        return self.merged_with_next is not None or bool(self._offers and self._offers[1])
+
+    def expand(self, cuts: bool = True, join: bool = True) -> None:
+        """Preprocess the offered cuts and/or join that ``lazy`` left out (no-op for what is done)."""
+        if self._offers is None or self._make is None:
+            return
+        pieces_list, merged = self._offers
+        if cuts and not self.alternatives:
+            self.alternatives = [[self._make(s) for s in pieces] for pieces in pieces_list]
+        if join and self.merged_with_next is None and merged is not None:
+            self.merged_with_next = self._make(merged)
 
 
 @dataclass
@@ -467,7 +492,7 @@ def _original_box(seg: Segment, scale: float, width: int, height: int) -> tuple[
 
 
 def preprocess_digits(
-    img: Image.Image, *, mean, std, multi: bool = True, image_size: int = SIZE
+    img: Image.Image, *, mean, std, multi: bool = True, image_size: int = SIZE, lazy: bool = False
 ) -> DigitInput:
     """Turn a photo, scan, screenshot or drawing of handwritten digits into MNIST-style input.
 
@@ -476,6 +501,8 @@ def preprocess_digits(
         mean, std: the checkpoint's normalisation (per channel, on the [0, 1] scale).
         multi: find several digits left to right (a written number); False reads all ink as one digit.
         image_size: the model's input side (28 for MNIST; MNIST's 20/28 box is kept).
+        lazy: leave each digit's offered cuts and join unprocessed until ``Digit.expand`` (the
+            predictor expands only those that could still change the reading).
 
     Returns:
         A ``DigitInput`` with one ``Digit`` per digit found; none for a blank image.
@@ -506,8 +533,9 @@ def preprocess_digits(
 
     for seg in segment_digits(mask, multi=multi):
         d = digit(seg)
-        d.alternatives = [[digit(s) for s in pieces] for pieces in seg.alternatives]
-        d.merged_with_next = digit(seg.merged_with_next) if seg.merged_with_next else None
+        d._offers, d._make = (seg.alternatives, seg.merged_with_next), digit
+        if not lazy:
+            d.expand()
         result.digits.append(d)
     return result
 
