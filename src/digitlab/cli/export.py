@@ -27,7 +27,7 @@ def export_cmd(
     dest = default_model_path(must_exist=False) if as_default else out
     ckpt = load_checkpoint(checkpoint)
     path = save_checkpoint(dest, slim_checkpoint(ckpt, half=half))
-    path.chmod(0o644)  # a model file to share: readable by everyone (the atomic write creates it 0600)
+    path.chmod(0o644)  # a model file to share: readable by everyone, whatever the umask
     acc = (ckpt.get("metrics") or {}).get("test_acc")
     shown = f", test accuracy {acc:.2%}" if isinstance(acc, float) else ""
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB; {ckpt['model_name']}{shown})")

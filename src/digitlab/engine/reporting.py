@@ -74,8 +74,8 @@ def finish_run(run_dir: Path, history: list[dict], data, last_eval, console: Con
 
     plot_curves(history, run_dir / "curves.png")
     probs = last_eval.logits.softmax(1)
-    meta = {"checkpoint": str(run_dir / "last.pt"), "dataset": data.name, "epoch": history[-1]["epoch"] if history else None,
-            "loss": last_eval.loss}
+    meta = {"checkpoint": str(run_dir / "last.pt"), "dataset": data.name,
+            "epoch": history[-1]["epoch"] if history else None, "loss": last_eval.loss}
     metrics = write_report(run_dir, data.test_y.cpu(), probs, data.classes, data.test_x.cpu(), meta=meta)
     if not quiet:
         console.print(format_report(metrics), highlight=False)
