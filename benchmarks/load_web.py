@@ -7,8 +7,8 @@
 Starts ``digitlab serve`` in its own process on a free loopback port, warms it up, then runs
 ``--clients`` clients, each with its own keep-alive connection and each sending its next
 request only when the previous one was answered. They post distinct MNIST test digits the
-way the page sends them: a 280x280 canvas PNG (RGBA, as a browser's ``toDataURL`` writes
-it) as a JSON data URL, with the 28x28 model input requested back. Every answer's status
+way the page sends them: its 280x280 canvas scaled to a 140x140 PNG (RGBA, as a browser's
+``toDataURL`` writes it) as a JSON data URL, with the 28x28 model input requested back. Every answer's status
 and label are checked. Every client stops at ``--duration`` seconds or ``--max-requests``,
 whichever comes first. Reports errors, misreads, p50/p90/p99 latency, requests/s, and the
 CPU time the server and this generator used per request; exits 1 if any request failed.
@@ -65,9 +65,10 @@ def browser_png(rgba: np.ndarray) -> bytes:
 
 
 def canvas_png(digit: np.ndarray) -> bytes:
-    """A 28x28 MNIST digit as the page's canvas sends it: 280x280 RGBA PNG, white on opaque black."""
-    gray = np.asarray(Image.fromarray(digit).resize((280, 280), Image.BILINEAR))
-    rgba = np.empty((280, 280, 4), dtype=np.uint8)
+    """A 28x28 MNIST digit as the page sends a drawing: the 280x280 canvas, white on opaque black,
+    scaled to 140x140 (app.js ``canvasDataUrl``; area averaging stands in for the browser's smoothing)."""
+    gray = np.asarray(Image.fromarray(digit).resize((280, 280), Image.BILINEAR).resize((140, 140), Image.BOX))
+    rgba = np.empty((140, 140, 4), dtype=np.uint8)
     rgba[..., :3] = gray[..., None]
     rgba[..., 3] = 255
     return browser_png(rgba)

@@ -352,7 +352,7 @@ def _use_reference_steps(monkeypatch):
     monkeypatch.setattr(P, "_alpha_composite", _reference_alpha_composite)
     monkeypatch.setattr(P, "_pad_odd", _reference_pad_odd)
     monkeypatch.setattr(P, "_blur_small", _reference_blur_small)
-    monkeypatch.setattr(P, "_blur_near_ink", lambda ink, sigma: ndi.gaussian_filter(ink, sigma))
+    monkeypatch.setattr(P, "_ink_window", lambda ink, sigma: (ink, 0, 0))  # the whole image, not the crop
     monkeypatch.setattr(P, "_grow", lambda mask, r: ndi.maximum_filter(mask, size=2 * r + 1))
     monkeypatch.setattr(P, "_stroke_width", _reference_stroke_width)
     monkeypatch.setattr(S, "components", _reference_components)
@@ -406,3 +406,17 @@ def test_faster_steps_give_the_same_outputs(mnist_dir, monkeypatch):
             assert np.abs(img_f.astype(int) - img_r.astype(int)).max() <= 1, i
             found += 1
     assert found > 40  # the set really exercises the digit path
+
+
+def test_soft_threshold_of_a_crop_counts_the_zeros_left_out():
+    ink = P.ink_map(P.to_grayscale(draw_seven().resize((100, 100), Image.Resampling.BILINEAR)))
+    ink[ink < 0.02] = 0.0  # a canvas: the paper's ink is exactly 0
+    rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
+    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    assert crop.size < ink.size
+    assert P.otsu(crop, zeros=ink.size - crop.size) == P.otsu(ink)
+    soft, mask = P.soft_threshold(ink)
+    soft_c, mask_c = P.soft_threshold(crop, zeros=ink.size - crop.size)
+    assert np.array_equal(soft_c, soft[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
+    assert np.array_equal(mask_c, mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
+    assert soft[: rows[0]].max() == 0 and mask.sum() == mask_c.sum()

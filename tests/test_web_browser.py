@@ -8,6 +8,9 @@ which is missing, where they are not installed.
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 import threading
 import time
 from contextlib import contextmanager
@@ -119,10 +122,22 @@ def test_controls_are_labelled_and_reached_by_keyboard(page):
     assert focused[:4] == ["pen-width", "undo", "clear", "file"], focused
 
 
+def sent_image(body: str):
+    """The image in a JSON predict request the page sent."""
+    from PIL import Image
+
+    return Image.open(io.BytesIO(base64.b64decode(json.loads(body)["image"].split(",", 1)[1])))
+
+
 def test_draw_undo_clear_then_upload(page, tmp_path, mnist_test):
+    sent: list[str] = []
+    page.on("request", lambda r: r.url.endswith("/api/predict") and (r.headers.get("content-type") == "application/json")
+            and sent.append(r.post_data))
     # A '7': a bar along the top, then down to the bottom left, in one stroke.
     stroke(page, [(0.25, 0.22), (0.75, 0.22), (0.42, 0.82)])
     wait_for_label(page, "7")
+    drawing = sent_image(sent[-1])  # the 280 px canvas goes out at half size (app.js canvasDataUrl)
+    assert drawing.size == (140, 140) and drawing.getextrema()[0][1] == 255
     assert page.locator("#items .item").count() == 1
     assert page.locator("#items .bar").count() == 10  # a bar for every class
     page.wait_for_function(  # the bar of the answer is drawn, and as long as its probability

@@ -9,6 +9,7 @@ too large) become a ``Prediction`` with ``status="error"``, never an exception.
 from __future__ import annotations
 
 import base64
+import copy
 import io
 import math
 import time
@@ -201,6 +202,23 @@ def _best_reading(read: list[DigitPrediction], prep: _Prepared) -> list[DigitPre
     return best[-1][1]
 
 
+def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """An eval-mode copy of ``model`` with each Conv2d -> BatchNorm2d pair inside an ``nn.Sequential``
+    replaced by one conv (``torch.nn.utils.fusion.fuse_conv_bn_eval``); other layers as they were."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model = copy.deepcopy(model).eval()
+    for seq in [m for m in model.modules() if isinstance(m, torch.nn.Sequential)]:
+        layers = list(seq)
+        for i in reversed(range(len(layers) - 1)):
+            conv, bn = layers[i], layers[i + 1]
+            if (type(conv) is torch.nn.Conv2d and type(bn) is torch.nn.BatchNorm2d and bn.track_running_stats
+                    and bn.num_features == conv.out_channels):
+                seq[i] = fuse_conv_bn_eval(conv, bn)
+                del seq[i + 1]
+    return model
+
+
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
@@ -210,8 +228,9 @@ class Predictor:
 
     def __init__(self, model: torch.nn.Module, ckpt: dict, device: str | torch.device = "cpu"):
         # channels_last: oneDNN's convolutions skip a layout reorder; the shipped model's forward at
-        # batch 1-2 on one CPU thread takes ~25% less (0.86 -> 0.67 ms), outputs equal to ~1e-6
-        self.model = model.to(memory_format=torch.channels_last)
+        # batch 1-2 on one CPU thread takes ~25% less (0.86 -> 0.67 ms), outputs equal to ~1e-6.
+        # BatchNorms folded into the convs: 0.66 -> 0.54 ms more (fold_batchnorm; the caller's model is not changed).
+        self.model = fold_batchnorm(model).to(memory_format=torch.channels_last)
         self.device = torch.device(device)
         self.classes: list[str] = list(ckpt["classes"])
         self.channels = int(ckpt["channels"])
@@ -271,6 +290,8 @@ class Predictor:
             torch.softmax(self.model(_channels_last(x[i : i + batch_size].to(self.device))).float(), dim=1).cpu()
             for i in range(0, x.shape[0], batch_size)
         ]
+        if len(out) == 1:
+            return out[0]
         return torch.cat(out) if out else torch.empty(0, len(self.classes))
 
     def _result(self, prep: _Prepared, probs: torch.Tensor, top_k: int, model_ms: float) -> Prediction:
