@@ -220,7 +220,7 @@ def start_server(port: int, args) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "digitlab", "serve", "--port", str(port), "--log-level", "warning"]
     if args.workers:
         cmd += ["--workers", str(args.workers)]
-    if args.processes:
+    if args.processes is not None:  # 0 (threads) too
         cmd += ["--processes", str(args.processes)]
     if args.model:
         cmd += ["--model", args.model]
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     summary.update(
         server_cpu_ms_per_request=round(server_cpu * 1000 / answered, 2),
         client_cpu_ms_per_request=round(own_cpu * 1000 / answered, 2),
-        server=" ".join(f"--{k} {getattr(args, k)}" for k in ("processes", "workers") if getattr(args, k)) or "defaults",
+        server=" ".join(f"--{k} {getattr(args, k)}" for k in ("processes", "workers") if getattr(args, k) is not None) or "defaults",
         machine=f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}",
         load_average_before=[round(x, 2) for x in load_before],
     )

@@ -10,7 +10,9 @@ measured in the same process, in turn with the variants, so a noisy neighbour hi
 A variant is remedies joined by '+': ``cl`` (channels_last) or ``nchw``, ``compile`` (torch.compile of
 the model, static shapes), ``cstep`` (torch.compile of the optimizer step), ``foreach`` (Adadelta's
 foreach implementation), ``fbrand`` (inductor's fallback_random: eager dropout RNG inside the
-compiled graph), ``bf16`` (autocast). Prints median images/s over ``--windows`` windows of
+compiled graph), ``bf16`` (autocast), ``bytedrop`` (digitlab's ``ByteDropout``; without it the seed's
+``nn.Dropout``), ``slicepool`` (2x2 max pooling as the maximum of four strided views), ``poolfirst`` (max pool before the
+second ReLU). Prints median images/s over ``--windows`` windows of
 ``--steps`` steps, min-max, and the ratio to the reference median.
 """
 
@@ -27,10 +29,37 @@ from digitlab.bench import reference_throughput
 from digitlab.data import load_dataset
 from digitlab.data.loader import iterate_batches, normalize
 from digitlab.models import create_model
+from digitlab.models.cnn import ByteDropout, as_the_seed_wrote_it
 
 BATCH = 64
 VARIANTS = ["cl", "nchw", "cl+foreach", "cl+cstep", "cl+compile", "cl+compile+cstep", "cl+compile+cstep+fbrand",
-            "nchw+compile+cstep"]
+            "nchw+compile+cstep", "cl+bf16", "cl+bf16+bytedrop", "cl+bf16+bytedrop+cstep",
+            "cl+bf16+bytedrop+cstep+poolfirst"]
+
+
+class SlicePool(torch.nn.Module):
+    """2x2 max pooling as the maximum of four strided views."""
+
+    def forward(self, x):
+        h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+        return torch.maximum(torch.maximum(x[..., 0:h:2, 0:w:2], x[..., 0:h:2, 1:w:2]),
+                             torch.maximum(x[..., 1:h:2, 0:w:2], x[..., 1:h:2, 1:w:2]))
+
+
+def _swap(model, opts):
+    as_the_seed_wrote_it(model)  # the seed's nn.Dropout and ReLU-then-pool; the variants put digitlab's back
+    if "bytedrop" in opts:
+        for parent in list(model.modules()):
+            for name, m in parent.named_children():
+                if type(m) is torch.nn.Dropout:
+                    setattr(parent, name, ByteDropout(m.p))
+    for parent in list(model.modules()):
+        for name, m in parent.named_children():
+            if "slicepool" in opts and isinstance(m, torch.nn.MaxPool2d):
+                setattr(parent, name, SlicePool())
+    if "poolfirst" in opts:  # digitlab's cnn pools before the ReLU; as_the_seed_wrote_it put the seed's order back
+        f = model.features
+        f[3], f[4] = f[4], f[3]
 
 
 def make_step(variant: str, data):
@@ -41,6 +70,7 @@ def make_step(variant: str, data):
     inductor_config.fallback_random = "fbrand" in opts  # read when a graph is compiled, i.e. below
     torch.manual_seed(0)
     model = create_model("cnn", num_classes=10, in_channels=1, image_size=28)
+    _swap(model, opts)
     cl = "nchw" not in opts
     if cl:
         model = model.to(memory_format=torch.channels_last)

@@ -163,3 +163,46 @@ def test_cli_summary_errors(capsys):
     assert "unknown model" in capsys.readouterr().err
     assert main(["summary", "mlp", "--dataset", "imagenet"]) == 2
     assert "unknown dataset" in capsys.readouterr().err
+
+
+def test_byte_dropout_draws_nn_dropouts_distribution():
+    from digitlab.models.cnn import ByteDropout
+
+    torch.manual_seed(0)
+    x = torch.ones(64, 64, 12, 12).contiguous(memory_format=torch.channels_last)
+    for p in (0.25, 0.5):
+        y = ByteDropout(p)(x)
+        kept = (y != 0).float().mean().item()
+        assert abs(kept - (1 - p)) < 0.005  # 590k elements: the standard error is ~0.0006
+        assert torch.allclose(y[y != 0], torch.tensor(1 / (1 - p)))
+        assert y.is_contiguous(memory_format=torch.channels_last)
+    d = ByteDropout(0.25)
+    x = torch.randn(8, 100, requires_grad=True)
+    y = d(x)
+    y.sum().backward()
+    assert torch.equal(x.grad, (y != 0).float() / 0.75)  # the gradient goes through the same mask, scaled
+    assert torch.equal(d.eval()(x), x)
+    other = ByteDropout(0.3)  # not a multiple of 1/256: nn.Dropout's own draw
+    assert abs((other(torch.ones(100_000)) != 0).float().mean().item() - 0.7) < 0.01
+
+
+def test_the_reference_gets_the_seeds_own_layers_and_the_same_function():
+    from digitlab.models.cnn import ByteDropout, as_the_seed_wrote_it
+
+    torch.manual_seed(0)
+    model = create_model("cnn", num_classes=10, in_channels=1, image_size=28)
+    seed = create_model("cnn", num_classes=10, in_channels=1, image_size=28)
+    seed.load_state_dict(model.state_dict())  # the same keys: only parameter-free layers moved
+    assert sum(isinstance(m, ByteDropout) for m in model.modules()) == 2
+    as_the_seed_wrote_it(seed)
+    drops = [m for m in seed.modules() if isinstance(m, torch.nn.Dropout)]
+    assert [type(m) for m in drops] == [torch.nn.Dropout] * 2 and [m.p for m in drops] == [0.25, 0.5]
+    assert [type(m).__name__ for m in seed.features] == ["Conv2d", "ReLU", "Conv2d", "ReLU", "MaxPool2d", "Dropout"]
+    # digitlab pools before the ReLU: the same outputs and the same gradients
+    x = torch.randn(16, 1, 28, 28)
+    model.eval(), seed.eval()
+    out, ref = model(x), seed(x)
+    assert torch.equal(out, ref)
+    out.square().sum().backward(), ref.square().sum().backward()
+    for p, q in zip(model.parameters(), seed.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-6)

@@ -191,3 +191,26 @@ def test_compile_happens_before_the_clock_and_changes_nothing(tmp_path, monkeypa
     b = load_checkpoint(runs[True].run_dir / "last.pt")["state_dict"]
     for k in a:
         torch.testing.assert_close(a[k].float(), b[k].float(), rtol=1e-3, atol=1e-4, msg=k)
+
+
+def test_compiled_optimizer_step_matches_eager_and_follows_the_schedule():
+    from torch._dynamo.utils import counters
+
+    from digitlab.engine.optim import compiled_step, set_lr
+
+    def run(compiled: bool) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = torch.nn.Linear(6, 3)
+        opt = torch.optim.Adadelta(model.parameters(), lr=1.0)
+        step = compiled_step(opt) if compiled else opt.step
+        for i in range(4):
+            set_lr(opt, 0.7**i)  # seed 000's step schedule
+            opt.zero_grad()
+            model(torch.randn(5, 6)).pow(2).sum().backward()
+            step()
+        assert float(opt.param_groups[0]["lr"]) == pytest.approx(0.7**3)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    counters.clear()
+    assert torch.allclose(run(True), run(False), atol=1e-6)
+    assert counters["stats"]["unique_graphs"] == 1  # four learning rates, one compiled graph

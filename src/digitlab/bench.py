@@ -147,11 +147,12 @@ def _optimizer(model: torch.nn.Module, preset: str) -> torch.optim.Optimizer:
 
 
 def reference_throughput(model_name: str, data: ImageData, steps: int) -> float:
-    """Images/s of a seed-style loop: Dataset + DataLoader(batch 64, shuffle), fp32, contiguous."""
+    """Images/s of a seed-style loop: Dataset + DataLoader(batch 64, shuffle), fp32, contiguous, nn.Dropout."""
     from digitlab.models import create_model
+    from digitlab.models.cnn import as_the_seed_wrote_it
 
     torch.manual_seed(0)
-    model = create_model(model_name, num_classes=10, in_channels=1, image_size=28)
+    model = as_the_seed_wrote_it(create_model(model_name, num_classes=10, in_channels=1, image_size=28))
     opt = _optimizer(model, SEED_PRESET[model_name])
     ds = SeedStyleDataset(data.train_x.numpy(), data.train_y.numpy(), data.mean[0], data.std[0])
     loader = torch.utils.data.DataLoader(ds, batch_size=REF_BATCH, shuffle=True)
@@ -182,7 +183,7 @@ def seed_step(model_name: str, data: ImageData, *, precision: str, compile: bool
     """
     from digitlab.data.loader import iterate_batches, normalize
     from digitlab.engine.device import autocast
-    from digitlab.engine.optim import build_optimizer
+    from digitlab.engine.optim import build_optimizer, compiled_step
     from digitlab.engine.presets import apply_preset
     from digitlab.engine.train import compile_for_training
     from digitlab.models import create_model
@@ -194,6 +195,7 @@ def seed_step(model_name: str, data: ImageData, *, precision: str, compile: bool
     model = create_model(model_name, num_classes=10, in_channels=1, image_size=28).to(dev)
     model = model.to(memory_format=torch.channels_last)
     opt = build_optimizer(model, cfg.train)
+    opt_step = compiled_step(opt) if cfg.train.compile_step else opt.step  # as the preset trains
     data = data.to(dev)
     forward, compile_seconds = model, 0.0
     if compile:
@@ -215,7 +217,7 @@ def seed_step(model_name: str, data: ImageData, *, precision: str, compile: bool
         loss = F.cross_entropy(logits.float(), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        opt_step()
         return yb.shape[0]
 
     return step, compile_seconds

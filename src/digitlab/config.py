@@ -47,6 +47,7 @@ class TrainConfig:
     device: str = "auto"  # auto: cuda, then mps, then cpu
     precision: str = "auto"  # auto, fp32, bf16, fp16; auto: bf16 where the CPU/GPU has it in hardware, else fp32
     compile: bool = False  # torch.compile the model
+    compile_step: bool = False  # torch.compile the optimizer step (the seed presets' Adadelta: many small ops)
     channels_last: bool = True
     dry_run: bool = False  # a few batches of one epoch, to check that everything runs
     eval_every: int = 1  # evaluate every N epochs (the last one always)

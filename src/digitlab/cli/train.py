@@ -63,6 +63,7 @@ def train(
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N, mps."),
     precision: Optional[str] = typer.Option(None, help="auto (bf16 where the hardware has it, else fp32), fp32, bf16, fp16."),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model (compiled before the training clock; time reported apart)."),
+    compile_step: Optional[bool] = typer.Option(None, "--compile-step/--no-compile-step", help="torch.compile the optimizer step (on in the seed presets: Adadelta is many small ops)."),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last"),
     dry_run: Optional[bool] = typer.Option(None, "--dry-run", help="A few batches of one epoch."),
     eval_every: Optional[int] = typer.Option(None, help="Evaluate every N epochs."),
@@ -90,7 +91,7 @@ def train(
         "train": dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
                       nesterov=nesterov, weight_decay=weight_decay, schedule=schedule, gamma=gamma, warmup=warmup,
                       label_smoothing=label_smoothing, ema=ema, tta=tta, seed=seed, device=device,
-                      precision=precision, compile=compile, channels_last=channels_last, dry_run=dry_run,
+                      precision=precision, compile=compile, compile_step=compile_step, channels_last=channels_last, dry_run=dry_run,
                       eval_every=eval_every, threads=threads),
         "run": dict(name=name, runs_dir=runs_dir),
     }
@@ -100,8 +101,8 @@ def train(
         if "optimizer" not in state:
             raise DigitlabError(f"{resume} has no training state (only last.pt does); pass the run directory or its last.pt")
         cfg = RunConfig.from_dict(state["config"])
-        # A resumed run keeps its recipe; only the length, device, threads, compile and data location may change.
-        keep = {"epochs": epochs, "device": device, "threads": threads, "compile": compile}
+        # A resumed run keeps its recipe; only the length, device, threads, compiling and data location may change.
+        keep = {"epochs": epochs, "device": device, "threads": threads, "compile": compile, "compile_step": compile_step}
         for k, v in keep.items():
             if v is not None:
                 setattr(cfg.train, k, v)

@@ -28,7 +28,9 @@ PRESETS: dict[str, Preset] = {
         "seed 000 / PyTorch examples: cnn, Adadelta lr 1.0, step gamma 0.7, 14 epochs, batch 64",
         data=dict(dataset="mnist", augment="none"),
         model=dict(model="cnn"),
-        train=dict(_SEED, optimizer="adadelta", lr=1.0, schedule="step", gamma=0.7, epochs=14, batch_size=64),
+        # compile_step: Adadelta's step is ~19% of this model's CPU step unfused (BENCHMARKS.md)
+        train=dict(_SEED, optimizer="adadelta", lr=1.0, schedule="step", gamma=0.7, epochs=14, batch_size=64,
+                   compile_step=True),
     ),
     "seed001": Preset(
         "seed 001: cnn-k, SGD lr 0.01, 5 epochs, batch 32",

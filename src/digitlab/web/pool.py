@@ -107,6 +107,12 @@ def _worker_main(conn: Connection, predictor, parent: int) -> None:
             conn.send((False, RuntimeError(f"{type(exc).__name__} while sending the answer")))
 
 
+def _retrieve(task: asyncio.Task) -> None:
+    """Mark a shielded request's failure as seen: its client may have gone (a dead worker is logged where it dies)."""
+    if not task.cancelled():
+        task.exception()
+
+
 class _Worker:
     """One prediction process and the server's end of its pipe."""
 
@@ -203,7 +209,9 @@ class InferencePool:
             return await asyncio.wrap_future(future)
         # Shielded: a client that goes away must not cut a request off its worker halfway (its
         # answer would be read as the next request's); the slot is freed when the worker is done.
-        ok, answer = await asyncio.shield(asyncio.ensure_future(self._on_a_worker((data, source, top_k, include_input))))
+        task = asyncio.ensure_future(self._on_a_worker((data, source, top_k, include_input)))
+        task.add_done_callback(_retrieve)  # no "exception never retrieved" when the client has gone
+        ok, answer = await asyncio.shield(task)
         if not ok:
             raise answer
         return answer
