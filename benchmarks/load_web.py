@@ -7,7 +7,7 @@
 Starts ``digitlab serve`` in its own process on a free loopback port, warms it up, then runs
 ``--clients`` clients, each with its own keep-alive connection and each sending its next
 request only when the previous one was answered. They post distinct MNIST test digits the
-way the page sends them: its 280x280 canvas scaled to a 140x140 PNG (RGBA, as a browser's
+way the page sends them: its 280x280 canvas scaled to a 96x96 PNG (RGBA, as a browser's
 ``toDataURL`` writes it) as a JSON data URL, with the 28x28 model input requested back. Every answer's status
 and label are checked. Every client stops at ``--duration`` seconds or ``--max-requests``,
 whichever comes first. Reports errors, misreads, p50/p90/p99 latency, requests/s, and the
@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image
 
 PATH = "/api/predict"
+SENT_SIDE = 96  # the page sends its drawing at this size (app.js SENT_SIDE)
 
 
 def browser_png(rgba: np.ndarray) -> bytes:
@@ -66,9 +67,9 @@ def browser_png(rgba: np.ndarray) -> bytes:
 
 def canvas_png(digit: np.ndarray) -> bytes:
     """A 28x28 MNIST digit as the page sends a drawing: the 280x280 canvas, white on opaque black,
-    scaled to 140x140 (app.js ``canvasDataUrl``; area averaging stands in for the browser's smoothing)."""
-    gray = np.asarray(Image.fromarray(digit).resize((280, 280), Image.BILINEAR).resize((140, 140), Image.BOX))
-    rgba = np.empty((140, 140, 4), dtype=np.uint8)
+    scaled to SENT_SIDE (app.js ``canvasDataUrl``; area averaging stands in for the browser's smoothing)."""
+    gray = np.asarray(Image.fromarray(digit).resize((280, 280), Image.BILINEAR).resize((SENT_SIDE,) * 2, Image.BOX))
+    rgba = np.empty((SENT_SIDE, SENT_SIDE, 4), dtype=np.uint8)
     rgba[..., :3] = gray[..., None]
     rgba[..., 3] = 255
     return browser_png(rgba)

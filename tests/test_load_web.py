@@ -43,8 +43,8 @@ def test_canvas_png_is_what_a_browser_sends():
     digit[5:23, 12:16] = 255
     png = L.canvas_png(digit)
     img = Image.open(io.BytesIO(png))
-    assert img.format == "PNG" and img.mode == "RGBA" and img.size == (140, 140)  # the page's half-size copy
-    expected = np.asarray(Image.fromarray(digit).resize((280, 280), Image.BILINEAR).resize((140, 140), Image.BOX))
+    assert img.format == "PNG" and img.mode == "RGBA" and img.size == (96, 96)  # the page's small copy
+    expected = np.asarray(Image.fromarray(digit).resize((280, 280), Image.BILINEAR).resize((96, 96), Image.BOX))
     pixels = np.asarray(img)
     assert np.array_equal(pixels[..., 0], expected) and (pixels[..., 3] == 255).all()
     body = json.loads(L.predict_body(png))

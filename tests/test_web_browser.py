@@ -136,8 +136,8 @@ def test_draw_undo_clear_then_upload(page, tmp_path, mnist_test):
     # A '7': a bar along the top, then down to the bottom left, in one stroke.
     stroke(page, [(0.25, 0.22), (0.75, 0.22), (0.42, 0.82)])
     wait_for_label(page, "7")
-    drawing = sent_image(sent[-1])  # the 280 px canvas goes out at half size (app.js canvasDataUrl)
-    assert drawing.size == (140, 140) and drawing.getextrema()[0][1] == 255
+    drawing = sent_image(sent[-1])  # the 280 px canvas goes out at 96x96 (app.js canvasDataUrl)
+    assert drawing.size == (96, 96) and drawing.getextrema()[0][1] == 255
     assert page.locator("#items .item").count() == 1
     assert page.locator("#items .bar").count() == 10  # a bar for every class
     page.wait_for_function(  # the bar of the answer is drawn, and as long as its probability

@@ -31,8 +31,8 @@ from scipy import ndimage as ndi
 from digitlab.inference.segment import Segment, segment_digits
 
 WORK_MAX_SIDE = 1024  # larger images are reduced first: a digit needs no more pixels than this
-WORK_MIN_SIDE = 128  # smaller ones are enlarged so the pixel-sized steps below have room (a 20 px
-# MNIST digit becomes ~90 px; 256 read no better, and the web page's 140 px drawings skip a resize)
+WORK_MIN_SIDE = 96  # smaller ones are enlarged so the pixel-sized steps below have room (a 20 px
+# MNIST digit becomes ~70 px; 256 and 128 read no better, and the web page's 96 px drawings skip a resize)
 DECIDE_SIDE = 64  # ink-or-paper is decided on a copy this small (long side)
 BACKGROUND_SIDE = 96  # the background is estimated on a copy this small (cheap, and smooth anyway)
 BACKGROUND_WINDOW = 0.15  # closing window, as a fraction of the short side: wider than a pen stroke,

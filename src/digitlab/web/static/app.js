@@ -104,11 +104,12 @@
   });
 
   // ---- talking to the server -----------------------------------------------
-  // The drawing goes out at half size (140x140): it reads as well as the full canvas and costs the
-  // server a quarter of the pixels to decode and preprocess (BENCHMARKS.md, web).
+  // The drawing goes out at 96x96: it reads as well as the full 280x280 canvas (the model sees 28x28)
+  // and costs the server a ninth of the pixels to decode and preprocess (BENCHMARKS.md, web).
+  const SENT_SIDE = 96;
   const sent = document.createElement("canvas");
-  sent.width = canvas.width / 2;
-  sent.height = canvas.height / 2;
+  sent.width = SENT_SIDE;
+  sent.height = SENT_SIDE;
   const sentCtx = sent.getContext("2d");
   sentCtx.imageSmoothingEnabled = true;
   sentCtx.imageSmoothingQuality = "high";
