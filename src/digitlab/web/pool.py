@@ -7,9 +7,9 @@ process and sends them the image bytes. Either way a burst waits in a bounded qu
 past it the caller gets ``ServerBusy`` (503).
 
 Each process has its own pipe, which the server's event loop writes and watches itself: no
-executor threads between them. A ``ProcessPoolExecutor`` (a feeder thread, a manager thread and
-wake-up pipes per request) cost 0.55 ms of CPU per request on a 2-core machine with a
-prediction that did nothing; these pipes cost less than half of that (BENCHMARKS.md, web).
+executor threads between them. With a ``ProcessPoolExecutor`` (a feeder thread, a manager thread
+and wake-up pipes per request) the server process spent 0.71 ms of CPU per request on a 2-core
+machine with a prediction that did nothing; with these pipes 0.53 ms (BENCHMARKS.md, web).
 """
 
 from __future__ import annotations
