@@ -428,6 +428,7 @@ def test_serve_binds_loopback_prints_the_url_and_answers():
     try:
         line = proc.stdout.readline()
         assert f"http://127.0.0.1:{port}/" in line, line
+        assert "prediction processes" in line, line  # the default: processes, not threads
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -468,3 +469,21 @@ def test_serve_with_prediction_processes_reads_a_digit(mnist_test):
 def test_serve_refuses_a_missing_checkpoint(tmp_path, capsys):
     assert main(["serve", "--model", str(tmp_path / "missing.pt")]) != 0
     assert "missing.pt" in capsys.readouterr().err
+
+
+def test_serve_runs_processes_by_default_and_threads_when_asked(monkeypatch, capsys):
+    import uvicorn
+
+    import digitlab.web.app as web_app
+
+    seen = []
+    monkeypatch.setattr(web_app, "create_app", lambda **kw: seen.append(kw) or object())
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    monkeypatch.setattr("digitlab.web.pool.default_processes", lambda: 3)
+    assert main(["serve"]) == 0
+    assert main(["serve", "--workers", "4"]) == 0  # threads, as before processes were the default
+    assert main(["serve", "--processes", "2", "--workers", "4"]) == 0
+    assert main(["serve", "--processes", "0"]) == 0
+    assert [(k["processes"], k["workers"]) for k in seen] == [(3, 2), (0, 4), (2, 4), (0, 2)]
+    out = capsys.readouterr().out
+    assert "3 prediction processes" in out and "4 prediction threads" in out and "2 prediction threads" in out

@@ -30,7 +30,9 @@ def serve(
         None, "--processes", min=0,
         help="Prediction processes; default: one per core plus one (at most 8). 0: threads in the server process.",
     ),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="With --processes 0: prediction threads; default 2."),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", min=1, help="Prediction threads in the server process (alone, it means --processes 0); default 2.",
+    ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level: critical, error, warning, info, debug, trace."),
 ) -> None:
     """Serve the drawing page and the REST API (docs at /docs)."""
@@ -49,7 +51,7 @@ def serve(
     console = Console(stderr=True)
     # Loads the model now, so errors show before binding; prediction processes start with the server.
     if processes is None:
-        processes = default_processes()
+        processes = 0 if workers else default_processes()  # --workers alone: threads, as before processes were the default
     web = create_app(checkpoint=model, workers=workers or DEFAULT_WORKERS, processes=processes)
     try:
         loopback = ipaddress.ip_address(host).is_loopback
@@ -57,5 +59,7 @@ def serve(
         loopback = host == "localhost"
     if not loopback:
         console.print(f"[yellow]warning:[/] listening on {host}: anyone who can reach this machine can use the app")
-    print(f"digitlab: serving on {_url(host, port)}  (API docs: {_url(host, port)}docs; Ctrl+C stops)", flush=True)
+    runs_on = f"{processes} prediction processes" if processes else f"{workers or DEFAULT_WORKERS} prediction threads"
+    print(f"digitlab: serving on {_url(host, port)}  (API docs: {_url(host, port)}docs; {runs_on}; Ctrl+C stops)",
+          flush=True)
     uvicorn.run(web, host=host, port=port, log_level=log_level)
