@@ -186,7 +186,7 @@ def test_byte_dropout_draws_nn_dropouts_distribution():
     assert abs((other(torch.ones(100_000)) != 0).float().mean().item() - 0.7) < 0.01
 
 
-def test_the_reference_gets_the_seeds_own_layers_and_the_same_function():
+def test_the_reference_gets_the_seeds_own_layers():
     from digitlab.models.cnn import ByteDropout, as_the_seed_wrote_it
 
     torch.manual_seed(0)
@@ -198,8 +198,25 @@ def test_the_reference_gets_the_seeds_own_layers_and_the_same_function():
     drops = [m for m in seed.modules() if isinstance(m, torch.nn.Dropout)]
     assert [type(m) for m in drops] == [torch.nn.Dropout] * 2 and [m.p for m in drops] == [0.25, 0.5]
     assert [type(m).__name__ for m in seed.features] == ["Conv2d", "ReLU", "Conv2d", "ReLU", "MaxPool2d", "Dropout"]
-    # digitlab pools before the ReLU: the same outputs and the same gradients
-    x = torch.randn(16, 1, 28, 28)
+    # the same outputs and gradients as digitlab's order: the parametrised test below
+
+
+@pytest.mark.parametrize("name", ["cnn", "cnn-k", "cnn-004", "cnn-small"])
+def test_seed_cnns_pool_before_relu_with_the_seeds_outputs_and_gradients(name):
+    from digitlab.models.cnn import as_the_seed_wrote_it
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10, in_channels=1, image_size=28)
+    seed = create_model(name, num_classes=10, in_channels=1, image_size=28)
+    seed.load_state_dict(model.state_dict())
+    as_the_seed_wrote_it(seed)
+
+    def pooled_first(m) -> bool:
+        orders = [[type(c).__name__ for c in s] for s in m.modules() if isinstance(s, torch.nn.Sequential)]
+        return getattr(m, "pool_first", False) or any(a == "MaxPool2d" and b == "ReLU" for o in orders for a, b in zip(o, o[1:]))
+
+    assert pooled_first(model) and not pooled_first(seed)  # digitlab's order, and the seed's put back
+    x = torch.randn(8, 1, 28, 28)
     model.eval(), seed.eval()
     out, ref = model(x), seed(x)
     assert torch.equal(out, ref)

@@ -55,12 +55,38 @@ class ByteDropout(nn.Dropout):
         return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
 
 
+def _swap_pairs(seq: nn.Sequential, first: type, second: type) -> None:
+    """Swap every ``first`` layer directly followed by a ``second`` layer in ``seq`` (in place)."""
+    i = 0
+    while i < len(seq) - 1:
+        if type(seq[i]) is first and type(seq[i + 1]) is second:
+            seq[i], seq[i + 1] = seq[i + 1], seq[i]
+            i += 1
+        i += 1
+
+
+def pool_before_relu(seq: nn.Sequential) -> nn.Sequential:
+    """``seq`` with every ReLU -> MaxPool2d pair run as MaxPool2d -> ReLU (in place; returned).
+
+    Both are monotone, so the outputs and the gradients are the same (a test checks), while the
+    ReLU runs on 4x fewer pixels and the pool's backward gets cheaper: seed 000's bf16 training
+    step ~20% faster on 2 cores (BENCHMARKS.md, training speed). Both layers have no parameters:
+    state_dict keys do not change. ``as_the_seed_wrote_it`` puts the seed's order back.
+    """
+    _swap_pairs(seq, nn.ReLU, nn.MaxPool2d)
+    seq.pooled_first = True
+    return seq
+
+
 def as_the_seed_wrote_it(model: nn.Module) -> nn.Module:
     """``model`` with digitlab's speed changes undone (in place; returned): every ``ByteDropout`` back to
-    the seeds' ``nn.Dropout``, and seed 000's ReLU back before its max pool."""
-    if isinstance(model, ExamplesNet):
-        f = model.features
-        f[3], f[4] = f[4], f[3]  # conv, ReLU, max pool, as pytorch/examples writes it
+    the seeds' ``nn.Dropout``, and every ReLU back before its max pool (``pool_before_relu``)."""
+    for m in list(model.modules()):
+        if isinstance(m, nn.Sequential) and getattr(m, "pooled_first", False):
+            _swap_pairs(m, nn.MaxPool2d, nn.ReLU)
+            m.pooled_first = False
+        if isinstance(m, SmallCNN):
+            m.pool_first = False
     for parent in list(model.modules()):
         for name, child in parent.named_children():
             if isinstance(child, ByteDropout):
@@ -78,14 +104,18 @@ class SmallCNN(nn.Module):
 
     def __init__(self, num_classes: int, in_channels: int, image_size: int, n_feature: int):
         super().__init__()
+        self.pool_first = True  # max pool, then ReLU: the seed's values and gradients, cheaper (pool_before_relu)
         self.conv1 = nn.Conv2d(in_channels, n_feature, kernel_size=5)
         self.conv2 = nn.Conv2d(n_feature, n_feature, kernel_size=5)
         self.fc1 = nn.Linear(flat_size(self._features, in_channels, image_size), 50)
         self.fc2 = nn.Linear(50, num_classes)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(F.relu(self.conv1(x)), kernel_size=2)  # (B, n, 12, 12) at 28
-        return F.max_pool2d(F.relu(self.conv2(x)), kernel_size=2)  # (B, n, 4, 4)
+        if self.pool_first:
+            x = F.relu(F.max_pool2d(self.conv1(x), kernel_size=2))  # (B, n, 12, 12) at 28
+            return F.relu(F.max_pool2d(self.conv2(x), kernel_size=2))  # (B, n, 4, 4)
+        x = F.max_pool2d(F.relu(self.conv1(x)), kernel_size=2)  # the seed's order
+        return F.max_pool2d(F.relu(self.conv2(x)), kernel_size=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.flatten(self._features(x), 1)
@@ -97,17 +127,14 @@ class ExamplesNet(nn.Module):
 
     def __init__(self, num_classes: int, in_channels: int, image_size: int, dropout1: float, dropout2: float):
         super().__init__()
-        self.features = nn.Sequential(
+        self.features = pool_before_relu(nn.Sequential(
             nn.Conv2d(in_channels, 32, 3, 1),
             nn.ReLU(),
             nn.Conv2d(32, 64, 3, 1),
-            # The seed has ReLU then max pool; pooling first gives the same values and the same
-            # gradients (both are monotone), with the ReLU on 4x fewer pixels and a cheaper pool
-            # backward: seed 000's bf16 step ~20% faster on 2 cores (BENCHMARKS.md, training speed).
-            nn.MaxPool2d(2),  # (B, 64, 12, 12) at 28: the 9216 of the original
             nn.ReLU(),
+            nn.MaxPool2d(2),  # (B, 64, 12, 12) at 28: the 9216 of the original
             ByteDropout(dropout1),
-        )
+        ))
         self.classifier = nn.Sequential(
             nn.Flatten(1),
             nn.Linear(flat_size(self.features, in_channels, image_size), 128),
@@ -125,14 +152,14 @@ class KerasStyleCNN(nn.Module):
 
     def __init__(self, num_classes: int, in_channels: int, image_size: int):
         super().__init__()
-        self.features = nn.Sequential(
+        self.features = pool_before_relu(nn.Sequential(
             nn.Conv2d(in_channels, 32, kernel_size=3),
             nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Conv2d(32, 64, kernel_size=3),
             nn.ReLU(),
             nn.MaxPool2d(2),  # (B, 64, 5, 5) at 28
-        )
+        ))
         self.classifier = nn.Sequential(
             nn.Flatten(1),
             nn.Linear(flat_size(self.features, in_channels, image_size), 64),
@@ -154,14 +181,14 @@ class Net004(nn.Module):
 
     def __init__(self, num_classes: int, in_channels: int, image_size: int, dropout: float):
         super().__init__()
-        self.convpooling = nn.Sequential(
+        self.convpooling = pool_before_relu(nn.Sequential(
             nn.Conv2d(in_channels, 16, 5),
             nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Conv2d(16, 64, 3),
             nn.ReLU(),
             nn.MaxPool2d(2),  # (B, 64, 5, 5) at 28
-        )
+        ))
         self.fc = nn.Sequential(
             nn.Flatten(1),
             ByteDropout(dropout),
