@@ -29,7 +29,7 @@ from digitlab.bench import reference_throughput
 from digitlab.data import load_dataset
 from digitlab.data.loader import iterate_batches, normalize
 from digitlab.models import create_model
-from digitlab.models.cnn import ByteDropout, as_the_seed_wrote_it
+from digitlab.models.cnn import ByteDropout, as_the_seed_wrote_it, pool_before_relu
 
 BATCH = 64
 VARIANTS = ["cl", "nchw", "cl+foreach", "cl+cstep", "cl+compile", "cl+compile+cstep", "cl+compile+cstep+fbrand",
@@ -58,8 +58,7 @@ def _swap(model, opts):
             if "slicepool" in opts and isinstance(m, torch.nn.MaxPool2d):
                 setattr(parent, name, SlicePool())
     if "poolfirst" in opts:  # digitlab's cnn pools before the ReLU; as_the_seed_wrote_it put the seed's order back
-        f = model.features
-        f[3], f[4] = f[4], f[3]
+        pool_before_relu(model.features)
 
 
 def make_step(variant: str, data):

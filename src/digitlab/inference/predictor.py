@@ -370,21 +370,23 @@ class Predictor:
         model_ms = (time.perf_counter() - t0) * 1000
         # Second round, digit models only: the cuts and joins that could still change a reading.
         extra = [p.add_offers(pr) if p.digits else None for p, pr in zip(ok, probs)]
-        t1 = time.perf_counter()
-        more = self._batched([e if e is not None else p.x[:0] for p, e in zip(ok, extra)], batch_size)
-        model_ms += (time.perf_counter() - t1) * 1000
-        for p, e in zip(ok, extra):
-            if e is not None:
-                p.x = torch.cat([p.x, e])
-        probs = {id(p): torch.cat([a, b]) for p, a, b in zip(ok, probs, more)}
+        if any(e is not None for e in extra):  # most images (a confident canvas) need no second call
+            t1 = time.perf_counter()
+            more = self._batched([e if e is not None else p.x[:0] for p, e in zip(ok, extra)], batch_size)
+            model_ms += (time.perf_counter() - t1) * 1000
+            for i, (p, e) in enumerate(zip(ok, extra)):
+                if e is not None:
+                    p.x = torch.cat([p.x, e])
+                    probs[i] = torch.cat([probs[i], more[i]])
         n_total = max(1, sum(p.x.shape[0] for p in ok))
+        read = iter(probs)  # in the order of ``ok``
         results = []
         for p in prepared:
             if isinstance(p, Prediction):
                 results.append(p)
                 continue
             n = p.x.shape[0]
-            results.append(self._result(p, probs[id(p)], top_k, model_ms * n / n_total))
+            results.append(self._result(p, next(read), top_k, model_ms * n / n_total))
         return results
 
     def _batched(self, xs: list[torch.Tensor], batch_size: int) -> list[torch.Tensor]:
