@@ -214,3 +214,18 @@ def test_compiled_optimizer_step_matches_eager_and_follows_the_schedule():
     counters.clear()
     assert torch.allclose(run(True), run(False), atol=1e-6)
     assert counters["stats"]["unique_graphs"] == 1  # four learning rates, one compiled graph
+
+
+def test_compiled_step_hides_only_dynamos_profiler_note():
+    import logging
+
+    from digitlab.engine.optim import _NO_PROFILER_NOTE, compiled_step
+
+    opt = torch.optim.Adadelta(torch.nn.Linear(2, 2).parameters(), lr=1.0)
+    compiled_step(opt)
+    logger = logging.getLogger("torch._dynamo.variables.ctx_manager")
+    assert _NO_PROFILER_NOTE in logger.filters
+    note = logger.makeRecord(logger.name, logging.WARNING, __file__, 1,
+                             "Profiler record function %s will be ignored", ("f",), None)
+    other = logger.makeRecord(logger.name, logging.WARNING, __file__, 1, "graph break in %s", ("f",), None)
+    assert not logger.filter(note) and logger.filter(other)
