@@ -12,7 +12,11 @@ from digitlab.cli import bench, data, experiment, export, models, predict, serve
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the CLI, turning DigitlabError into a one-line message and exit code 2."""
+    """Entry point: run the CLI, turning DigitlabError into a one-line message and exit code 2.
+
+    Click's exceptions are recognised by class name: typer 0.29 stopped using the ``click``
+    package and raises its own copies (``typer._click``), which ``click``'s classes do not match.
+    """
     try:
         rc = app(args=argv, prog_name="digitlab", standalone_mode=False)
         # With standalone_mode=False, click returns typer.Exit's code instead of raising it.
@@ -25,14 +29,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SystemExit as exc:  # typer.Exit inside commands
         return int(exc.code or 0)
-    except Exception as exc:  # click usage errors (bad option, missing argument)
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
+    except Exception as exc:  # usage errors (bad option, missing argument), Exit and Abort
+        kinds = {cls.__name__ for cls in type(exc).__mro__}
+        if "ClickException" in kinds:
+            exc.show()  # "Usage: ...", "Try 'digitlab train --help'", "Error: No such option: --x"
             return exc.exit_code
-        if isinstance(exc, click.exceptions.Exit):
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
+        if "Exit" in kinds:
+            return int(getattr(exc, "exit_code", 0) or 0)
+        if "Abort" in kinds:
             return 130
         raise
