@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from digitlab.engine.checkpoint import check_compatible, load_checkpoint, model_from_checkpoint, save_checkpoint
+from digitlab.engine.checkpoint import (FORMAT_VERSION, check_compatible, load_checkpoint, model_from_checkpoint,
+                                       save_checkpoint)
 from digitlab.errors import DigitlabError
 from digitlab.models import create_model
 
@@ -21,7 +22,7 @@ def test_roundtrip_rebuilds_identical_model(tmp_path):
     ck = make_ckpt()
     p = save_checkpoint(tmp_path / "m.pt", ck)
     loaded = load_checkpoint(p)
-    assert loaded["digitlab"] == 1
+    assert loaded["digitlab"] == FORMAT_VERSION == 2
     m = model_from_checkpoint(loaded)
     assert not m.training
     x = torch.randn(3, 1, 28, 28)

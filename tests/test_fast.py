@@ -37,6 +37,40 @@ def test_fast_width_knob_and_other_sizes():
         create_model("fast", num_classes=10, in_channels=1, image_size=28, widht=8)
 
 
+@pytest.mark.parametrize("name", ["fast", "fast-wide"])
+def test_pool_late_order_of_old_checkpoints_has_their_outputs_and_gradients(name):
+    # pool_early=False is the order of format-1 checkpoints; it runs the pool before the ReLU (exact).
+    from digitlab.models.cnn import as_the_seed_wrote_it
+
+    torch.manual_seed(0)
+    new = create_model(name, width=8)
+    late = create_model(name, width=8, pool_early=False)
+    old = as_the_seed_wrote_it(create_model(name, width=8, pool_early=False))  # conv, BN, ReLU, pool
+    old.load_state_dict(late.state_dict())
+    kinds = [type(m).__name__ for m in new.features]
+    assert kinds[kinds.index("MaxPool2d") - 1:kinds.index("MaxPool2d") + 2] == ["Conv2d", "MaxPool2d", "BatchNorm2d"]
+    assert [type(m).__name__ for m in late.features][kinds.index("MaxPool2d") + 1:][:2] == ["MaxPool2d", "ReLU"]
+    assert [type(m).__name__ for m in old.features][kinds.index("MaxPool2d") + 1:][:2] == ["ReLU", "MaxPool2d"]
+    assert set(late.state_dict()) != set(new.state_dict())  # so old weights can never load into the new order
+    x = torch.randn(8, 1, 28, 28)
+    out, ref = late(x), old(x)
+    assert torch.equal(out, ref)
+    out.square().sum().backward(), ref.square().sum().backward()
+    for p, q in zip(late.parameters(), old.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-6)
+
+
+def test_format_1_checkpoints_of_fast_nets_load_in_their_own_order():
+    from digitlab.engine.checkpoint import model_from_checkpoint
+
+    args = {"num_classes": 10, "in_channels": 1, "image_size": 28, "width": 8}
+    x = torch.randn(4, 1, 28, 28)
+    for version, pool_early in ((1, False), (2, True)):
+        m = create_model("fast", **args, pool_early=pool_early).eval()
+        ckpt = {"digitlab": version, "model_name": "fast", "model_args": args, "state_dict": m.state_dict()}
+        assert torch.equal(model_from_checkpoint(ckpt)(x), m(x))
+
+
 def test_fast_presets_exist_and_default_is_fast():
     for name in ("fast", "fast-99.5", "best", "cifar-fast"):
         assert name in PRESETS

@@ -186,6 +186,24 @@ def test_byte_dropout_draws_nn_dropouts_distribution():
     assert abs((other(torch.ones(100_000)) != 0).float().mean().item() - 0.7) < 0.01
 
 
+def test_random_bytes_are_uniform_in_the_tensors_layout():
+    from digitlab.models.cnn import random_bytes_like
+
+    torch.manual_seed(0)
+    x = torch.empty(64, 64, 12, 12).contiguous(memory_format=torch.channels_last)
+    r = random_bytes_like(x)
+    assert r.dtype == torch.uint8 and r.shape == x.shape and r.stride() == x.stride()
+    counts = torch.bincount(r.flatten().long(), minlength=256).double()
+    expected = x.numel() / 256  # 2304 per value
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 330  # 255 degrees of freedom: P(chi2 > 330) < 0.1%
+    for shape in [(7,), (3, 5), (2, 3, 5, 7)]:  # sizes that are not multiples of 8
+        y = random_bytes_like(torch.empty(shape))
+        assert y.shape == shape and y.is_contiguous()
+    z = random_bytes_like(torch.empty(4, 6).t())  # not dense in a known layout: contiguous bytes
+    assert z.shape == (6, 4)
+
+
 def test_the_reference_gets_the_seeds_own_layers():
     from digitlab.models.cnn import ByteDropout, as_the_seed_wrote_it
 

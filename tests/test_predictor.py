@@ -221,24 +221,29 @@ def test_add_offers_follows_the_bound(shipped, mnist_test):
     assert prep.x.shape[0] == prep.n_main and len(prep.images) == prep.n_main + extra.shape[0]
 
 
-def test_fold_batchnorm_gives_the_same_outputs_with_fewer_layers():
+@pytest.mark.parametrize("pool_early, negative_scale, left", [(True, False, 0), (False, False, 0), (True, True, 1)])
+def test_fold_batchnorm_gives_the_same_outputs_with_fewer_layers(pool_early, negative_scale, left):
+    # pool_early: the second stage is conv, pool, BN; that BN folds across the pool only if its scales are positive.
     from digitlab.inference.predictor import fold_batchnorm
     from digitlab.models import create_model
 
     torch.manual_seed(0)
-    model = create_model("fast", num_classes=10, in_channels=1, image_size=28, width=8)
+    model = create_model("fast", num_classes=10, in_channels=1, image_size=28, width=8, pool_early=pool_early)
     for m in model.modules():  # statistics and affine terms that are not the identity
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.2, 0.2)
+    if negative_scale:
+        pooled_bn = [m for m in model.features if isinstance(m, torch.nn.BatchNorm2d)][1]
+        pooled_bn.weight.data[::2] *= -1  # max(s*x) != s*max(x) for these channels
     model.eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     folded = fold_batchnorm(model)
     x = torch.randn(5, 1, 28, 28)
     with torch.no_grad():
         assert torch.allclose(folded(x), model(x), atol=1e-5)
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules()) == left
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 3  # the caller's model is kept
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -15,7 +15,8 @@ from torch import nn
 
 from digitlab.errors import DigitlabError
 
-FORMAT_VERSION = 1
+# 2: `fast` and `fast-wide` pool before their second stage's BatchNorm (models/fast.py).
+FORMAT_VERSION = 2
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 REQUIRED_KEYS = ("model_name", "model_args", "state_dict", "classes", "channels", "image_size", "mean", "std")
@@ -114,7 +115,12 @@ def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu") -> nn.
     """Rebuild the registered model with its saved arguments and weights, in eval mode."""
     from digitlab.models import create_model
 
-    model = create_model(ckpt["model_name"], **ckpt["model_args"])
+    from digitlab.models.fast import POOL_LATE_BEFORE_FORMAT_2
+
+    args = dict(ckpt["model_args"])
+    if ckpt["digitlab"] < 2 and ckpt["model_name"] in POOL_LATE_BEFORE_FORMAT_2:
+        args.setdefault("pool_early", False)  # the layer order these weights were trained in
+    model = create_model(ckpt["model_name"], **args)
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:

@@ -39,19 +39,35 @@ def flat_size(features: Callable[[torch.Tensor], torch.Tensor], in_channels: int
     return out.flatten(1).shape[1]
 
 
+def random_bytes_like(x: torch.Tensor) -> torch.Tensor:
+    """Uniform random uint8 values in ``x``'s shape, device and (dense) memory layout.
+
+    Drawn as 64-bit words viewed as bytes: 8 bytes per generator call instead of one, ~7x faster on
+    CPU than ``random_(0, 256)`` on uint8 (0.22 vs 1.68 ms for seed 000's 590k-element mask), and
+    every byte is exactly uniform (the full 64-bit range takes the generator's raw output).
+    """
+    n = x.numel()
+    words = torch.empty((n + 7) // 8, dtype=torch.int64, device=x.device).random_(-(2**63), None)
+    flat = words.view(torch.uint8)[:n]
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.as_strided(flat, x.shape, x.stride())  # a dense permuted layout: same bytes, x's strides
+    return flat.view(x.shape)
+
+
 class ByteDropout(nn.Dropout):
     """``nn.Dropout`` with a cheaper mask: one random byte per element, kept when it is >= p * 256.
 
     The same distribution as ``nn.Dropout`` when p is a multiple of 1/256 (the seeds' 0.25 and 0.5);
     any other p is ``nn.Dropout`` itself. ``bernoulli_`` on CPU draws a double per element: this mask
-    made seed 000's training step 13% faster on 2 cores (BENCHMARKS.md, training speed).
+    made seed 000's training step 13% faster on 2 cores, and drawing its bytes 8 at a time
+    (``random_bytes_like``) faster again (BENCHMARKS.md, training speed).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cut = self.p * 256
         if not self.training or self.inplace or cut != int(cut) or not 0 < cut < 256:
             return super().forward(x)
-        keep = torch.empty_like(x, dtype=torch.uint8).random_(0, 256) >= int(cut)  # x's memory format
+        keep = random_bytes_like(x) >= int(cut)  # x's memory format
         return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
 
 
