@@ -229,3 +229,25 @@ def test_compiled_step_hides_only_dynamos_profiler_note():
                              "Profiler record function %s will be ignored", ("f",), None)
     other = logger.makeRecord(logger.name, logging.WARNING, __file__, 1, "graph break in %s", ("f",), None)
     assert not logger.filter(note) and logger.filter(other)
+
+
+def test_tta_at_the_final_evaluation_only_after_augmented_training(tmp_path):
+    from digitlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from digitlab.engine.train import evaluate, trained_with_tta
+
+    data = tiny_data()
+    assert RunConfig().train.tta  # the default recipe averages shifted views at the end
+    plain = train(cfg_for(tmp_path / "a"), data=data, quiet=True)
+    assert not plain.tta  # trained without augmentation: views it never saw would only blur it
+    cfg = cfg_for(tmp_path / "b", epochs=2, precision="fp32")
+    cfg.data.augment = "shift"
+    shifted = train(cfg, data=data, quiet=True)
+    assert shifted.tta
+    model = model_from_checkpoint(load_checkpoint(tmp_path / "b" / "run" / "last.pt"))
+    args = (data.test_x, data.test_y, data.mean, data.std)
+    with_views, without = evaluate(model, *args, tta=True), evaluate(model, *args, tta=False)
+    assert shifted.final_acc == with_views.accuracy
+    assert trained_with_tta(load_checkpoint(tmp_path / "b" / "run" / "last.pt"))  # `digitlab eval` follows it
+    assert not trained_with_tta(load_checkpoint(tmp_path / "a" / "run" / "last.pt"))
+    final_loss = shifted.history[-1]["test_loss"]
+    assert final_loss == pytest.approx(with_views.loss, rel=1e-4) and final_loss != pytest.approx(without.loss, rel=1e-4)

@@ -129,7 +129,8 @@ def train(
     if not detect().is_main:
         return
     compiled = f" (+{result.compile_seconds:.1f}s compiling)" if result.compile_seconds else ""
-    console.print(f"final test accuracy {result.final_acc:.2%} (best {result.best_acc:.2%}) after "
+    views = " with test-time augmentation" if result.tta else ""
+    console.print(f"final test accuracy {result.final_acc:.2%}{views} (best {result.best_acc:.2%}) after "
                   f"{result.train_seconds:.1f}s of training{compiled}\nrun directory: {result.run_dir}",
                   highlight=False, soft_wrap=True)
 
@@ -140,7 +141,8 @@ def eval_cmd(
     dataset: Optional[str] = typer.Option(None, help="Evaluate on another dataset of the same shape (default: the checkpoint's)."),
     data_dir: Optional[str] = typer.Option(None, help="Where the data files are."),
     out: Optional[str] = typer.Option(None, help="Folder for confusion.png, errors.png, report.txt, eval.json (default: next to the checkpoint)."),
-    tta: bool = typer.Option(False, "--tta", help="Test-time augmentation."),
+    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta",
+                                       help="Test-time augmentation (default: as the training's final evaluation did)."),
     device: str = typer.Option("auto"),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
@@ -148,7 +150,7 @@ def eval_cmd(
     from digitlab.data import load_dataset
     from digitlab.engine.checkpoint import check_compatible, load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
     from digitlab.engine.device import resolve_device
-    from digitlab.engine.train import evaluate
+    from digitlab.engine.train import evaluate, trained_with_tta
     from digitlab.evaluate.report import format_report, write_report
 
     path = resolve_checkpoint_path(checkpoint)
@@ -163,6 +165,8 @@ def eval_cmd(
     model = model_from_checkpoint(ckpt, dev)
     out_dir = Path(out) if out else path.parent
     out_dir.mkdir(parents=True, exist_ok=True)
+    if tta is None:  # the same accuracy that `digitlab train` printed for this checkpoint
+        tta = trained_with_tta(ckpt)
     res = evaluate(model, data.test_x.to(dev), data.test_y.to(dev), tuple(ckpt["mean"]), tuple(ckpt["std"]), tta=tta)
     meta = {"checkpoint": str(path), "dataset": name, "tta": tta, "loss": res.loss}
     metrics = write_report(out_dir, data.test_y, res.logits.softmax(1), data.classes, data.test_x, meta=meta)

@@ -21,7 +21,7 @@ class Preset:
 
 
 # The seeds' recipes, as they wrote them (optimizer, lr, epochs, batch); they now run on the fast data path.
-_SEED = dict(schedule="none", label_smoothing=0.0, weight_decay=0.0, nesterov=False, momentum=0.0)
+_SEED = dict(schedule="none", label_smoothing=0.0, weight_decay=0.0, nesterov=False, momentum=0.0, tta=False)
 
 PRESETS: dict[str, Preset] = {
     "seed000": Preset(
@@ -76,11 +76,13 @@ PRESETS: dict[str, Preset] = {
     ),
     # digitlab's recipes (BENCHMARKS.md has their measured times); the defaults of config.py are `fast`.
     "fast": Preset(
-        "the default: fast (width 16), 2 epochs, SGD-Nesterov one-cycle lr 0.2, batch 128, shift +-2, bf16 where native",
+        "the default: fast (width 16), 2 epochs, SGD-Nesterov one-cycle lr 0.2, batch 128, shift +-2, bf16 where native, "
+        "shift TTA",
         data=dict(dataset="mnist", augment="shift"),
         model=dict(model="fast", width=16),
         train=dict(optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="onecycle",
-                   warmup=0.2, label_smoothing=0.1, epochs=2, batch_size=128, precision="auto", channels_last=True),
+                   warmup=0.2, label_smoothing=0.1, epochs=2, batch_size=128, tta=True, precision="auto",
+                   channels_last=True),
     ),
     "fast-99.5": Preset(
         "99.5%: fast (width 32), 5 epochs, one-cycle lr 0.2, batch 128, shift +-2, bf16 where native, shift TTA",
@@ -103,7 +105,8 @@ PRESETS: dict[str, Preset] = {
         data=dict(dataset="mnist", augment="robust"),
         model=dict(model="fast-wide", width=24),
         train=dict(optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="onecycle",
-                   warmup=0.2, label_smoothing=0.1, epochs=8, batch_size=128, precision="auto", channels_last=True),
+                   warmup=0.2, label_smoothing=0.1, epochs=8, batch_size=128, tta=False, precision="auto",
+                   channels_last=True),
     ),
     "cifar-fast": Preset(
         "CIFAR-10 on a GPU, airbench-style: fast-cifar, 10 epochs, one-cycle lr 0.2, batch 512, crop+flip, flip TTA",

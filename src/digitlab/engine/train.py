@@ -47,6 +47,7 @@ class TrainResult:
     train_seconds: float = 0.0  # first training step to end of the last evaluation, data in memory
     compile_seconds: float = 0.0  # --compile: time spent compiling before the clock started (all resumes)
     metrics: dict = field(default_factory=dict)  # the final evaluation report (precision, recall, ...)
+    tta: bool = False  # the final evaluation averaged test-time augmented views
 
 
 def _tta_views(x: torch.Tensor) -> list[torch.Tensor]:
@@ -87,6 +88,15 @@ def evaluate(
     loss = F.cross_entropy(logits, y).item() if len(y) else float("nan")
     acc = (logits.argmax(1) == y).float().mean().item() if len(y) else float("nan")
     return EvalOutput(loss, acc, logits.cpu())
+
+
+def trained_with_tta(ckpt: dict) -> bool:
+    """Whether the training that wrote ``ckpt`` evaluated its final epoch with test-time augmentation."""
+    cfg = ckpt.get("config") or {}
+    aug = cfg.get("data", {}).get("augment", "none")
+    if aug == "auto":
+        aug = default_augment(ckpt.get("dataset", ""))
+    return bool(cfg.get("train", {}).get("tta", False)) and aug != "none"
 
 
 def train_one_epoch(
@@ -268,6 +278,8 @@ def train(cfg: RunConfig, *, data: ImageData | None = None, resume: dict | None 
         data = load_data(cfg)
     data = data.to(device)
     aug_kind = default_augment(data.name) if cfg.data.augment == "auto" else cfg.data.augment
+    # TTA's views are shifts (and flips for colour images): only for a model trained to expect them.
+    tta = t.tta and aug_kind != "none"
 
     model_args = model_kwargs(cfg.model, data)
     from digitlab.models import create_model
@@ -322,7 +334,7 @@ def train(cfg: RunConfig, *, data: ImageData | None = None, resume: dict | None 
         do_eval = epoch == t.epochs or epoch % max(t.eval_every, 1) == 0
         if do_eval:
             last_eval = evaluate(eval_model, data.test_x, data.test_y, data.mean, data.std, precision=precision,
-                                 tta=t.tta and epoch == t.epochs, channels_last=t.channels_last)
+                                 tta=tta and epoch == t.epochs, channels_last=t.channels_last)
         t2 = time.perf_counter()
         elapsed = elapsed0 + (t2 - clock0)
         row = {"epoch": epoch, "lr": float(optimizer.param_groups[0]["lr"]), **row,
@@ -350,6 +362,7 @@ def train(cfg: RunConfig, *, data: ImageData | None = None, resume: dict | None 
     result.best_acc = best_acc
     result.final_acc = history[-1]["test_acc"] if history else float("nan")
     result.train_seconds = history[-1]["elapsed"] if history else 0.0
+    result.tta = tta and bool(history) and history[-1]["epoch"] == t.epochs
     result.compile_seconds = sum(h.get("compile_time", 0.0) for h in history)
     if info.is_main and last_eval is not None:
         result.metrics = finish_run(run_dir, history, data, last_eval, printer.console, quiet)
