@@ -219,7 +219,7 @@ def test_the_reference_gets_the_seeds_own_layers():
     # the same outputs and gradients as digitlab's order: the parametrised test below
 
 
-@pytest.mark.parametrize("name", ["cnn", "cnn-k", "cnn-004", "cnn-small"])
+@pytest.mark.parametrize("name", ["cnn", "cnn-k", "cnn-004", "cnn-small", "vgg"])
 def test_seed_cnns_pool_before_relu_with_the_seeds_outputs_and_gradients(name):
     from digitlab.models.cnn import as_the_seed_wrote_it
 

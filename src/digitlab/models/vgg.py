@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from digitlab.models.cnn import flat_size, require_min_size
+from digitlab.models.cnn import flat_size, pool_before_relu, require_min_size
 from digitlab.models.registry import register_model
 
 # Seed 002's cfg (VGG-11): numbers are 3x3 conv widths, "M" a 2x2 max pool.
@@ -18,12 +18,14 @@ class VGG(nn.Module):
     Five poolings take CIFAR's 32x32 to 1x1, so the classifier sees 512 features
     (9,231,114 parameters). One change from the seed: the poolings use ``ceil_mode``, which
     is identical at 32x32 and lets 28x28 MNIST (28 -> 14 -> 7 -> 4 -> 2 -> 1) and smaller
-    images through instead of pooling a 1x1 map down to nothing.
+    images through instead of pooling a 1x1 map down to nothing. Each max pool runs before the
+    ReLU it follows (``pool_before_relu``: the same values and gradients, the ReLU on 4x fewer
+    pixels); ``as_the_seed_wrote_it`` puts the seed's order back.
     """
 
     def __init__(self, num_classes: int, in_channels: int, image_size: int, cfg: list[int | str]):
         super().__init__()
-        self.features = self._make_layers(cfg, in_channels)
+        self.features = pool_before_relu(self._make_layers(cfg, in_channels))
         self.classifier = nn.Linear(flat_size(self.features, in_channels, image_size), num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
