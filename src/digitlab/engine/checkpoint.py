@@ -114,7 +114,6 @@ def load_checkpoint(path: str | Path, default_name: str = "best.pt") -> dict:
 def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu") -> nn.Module:
     """Rebuild the registered model with its saved arguments and weights, in eval mode."""
     from digitlab.models import create_model
-
     from digitlab.models.fast import POOL_LATE_BEFORE_FORMAT_2
 
     args = dict(ckpt["model_args"])

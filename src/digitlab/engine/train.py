@@ -90,13 +90,18 @@ def evaluate(
     return EvalOutput(loss, acc, logits.cpu())
 
 
+def final_tta(tta: bool, augment: str, dataset: str) -> bool:
+    """Whether the final evaluation uses test-time augmentation: TTA's views are shifts (and flips for
+    colour images), so only for a model trained with augmentation (``augment`` "auto" resolved by dataset)."""
+    aug_kind = default_augment(dataset) if augment == "auto" else augment
+    return tta and aug_kind != "none"
+
+
 def trained_with_tta(ckpt: dict) -> bool:
     """Whether the training that wrote ``ckpt`` evaluated its final epoch with test-time augmentation."""
     cfg = ckpt.get("config") or {}
-    aug = cfg.get("data", {}).get("augment", "none")
-    if aug == "auto":
-        aug = default_augment(ckpt.get("dataset", ""))
-    return bool(cfg.get("train", {}).get("tta", False)) and aug != "none"
+    return final_tta(bool(cfg.get("train", {}).get("tta", False)), cfg.get("data", {}).get("augment", "none"),
+                     ckpt.get("dataset", ""))
 
 
 def train_one_epoch(
@@ -278,8 +283,7 @@ def train(cfg: RunConfig, *, data: ImageData | None = None, resume: dict | None 
         data = load_data(cfg)
     data = data.to(device)
     aug_kind = default_augment(data.name) if cfg.data.augment == "auto" else cfg.data.augment
-    # TTA's views are shifts (and flips for colour images): only for a model trained to expect them.
-    tta = t.tta and aug_kind != "none"
+    tta = final_tta(t.tta, cfg.data.augment, data.name)
 
     model_args = model_kwargs(cfg.model, data)
     from digitlab.models import create_model
