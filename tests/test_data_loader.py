@@ -125,7 +125,7 @@ def test_unknown_augmentation():
 
 
 def test_default_augment():
-    assert default_augment("mnist") == "shift" and default_augment("digits") == "shift"
+    assert default_augment("mnist") == "shift" and default_augment("digits") == "none"
     assert default_augment("cifar10") == "crop-flip"
     assert default_augment("fashion-mnist") == "none" and default_augment("/some/folder") == "none"
 

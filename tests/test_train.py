@@ -154,13 +154,14 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     import sys
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "digitlab",
-           "train", "--dataset", "digits", "--model", "mlp", "--width", "32", "--epochs", "2", "--lr", "0.05",
-           "--runs-dir", str(tmp_path), "--name", "ddp", "-q"]
+           "train", "--dataset", "digits", "--model", "mlp", "--width", "32", "--epochs", "3", "--batch-size", "32",
+           "--lr", "0.1", "--runs-dir", str(tmp_path), "--name", "ddp", "-q"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
+    # The ranks' own messages come first, the launcher's traceback last: show both ends.
+    assert out.returncode == 0, out.stderr[:3000] + "\n...\n" + out.stderr[-1500:]
     assert out.stdout.count("final test accuracy") == 1
     ckpt = load_checkpoint(tmp_path / "ddp" / "best.pt")
-    assert ckpt["epoch"] >= 1 and ckpt["metrics"]["test_acc"] > 0.1
+    assert ckpt["epoch"] >= 1 and ckpt["metrics"]["test_acc"] > 0.7  # it learned (93-95% over 4 seeds; chance is 10%)
 
 
 def test_compile_happens_before_the_clock_and_changes_nothing(tmp_path, monkeypatch, cpp_compiler):

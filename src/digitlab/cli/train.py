@@ -17,12 +17,15 @@ console = Console()
 
 
 def build_config(preset: str | None, overrides: dict[str, dict]) -> RunConfig:
-    """Defaults, then the preset, then every flag the user actually gave (None means not given)."""
-    from digitlab.engine.presets import apply_preset
+    """Defaults (the dataset's own where it has them), then the preset, then every flag the user
+    actually gave (None means not given)."""
+    from digitlab.engine.presets import apply_dataset_defaults, apply_preset
 
     cfg = RunConfig()
     if preset:
         apply_preset(cfg, preset)
+    else:
+        apply_dataset_defaults(cfg, overrides.get("data", {}).get("dataset") or cfg.data.dataset)
     for section, values in overrides.items():
         target = cfg if section == "run" else getattr(cfg, section)
         for k, v in values.items():

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from digitlab.errors import unknown_name
 
 AUGMENTATIONS = ("none", "shift", "crop-flip", "robust")
-DEFAULT_AUGMENT = {"mnist": "shift", "digits": "shift", "cifar10": "crop-flip"}
+# Not the 8x8 digits: a 2-px shift moves a quarter of the image (99.30% against 99.65% unshifted, 4 seeds)
+DEFAULT_AUGMENT = {"mnist": "shift", "cifar10": "crop-flip"}
 
 SHIFT_PX = 2  # MNIST: +-2 px keeps every digit inside the frame
 CROP_PAD = 4  # CIFAR-10: the standard 4-px padded random crop
@@ -32,7 +33,7 @@ ELASTIC_GRID = 4  # the warp's control points per side, interpolated smoothly be
 
 
 def default_augment(dataset_name: str) -> str:
-    """The augmentation a dataset trains with by default: digits shift, CIFAR-10 crops and flips."""
+    """The augmentation a dataset trains with by default: MNIST shifts, CIFAR-10 crops and flips."""
     return DEFAULT_AUGMENT.get(dataset_name, "none")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -53,5 +54,14 @@ def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
 
 
 def teardown(info: DistInfo) -> None:
+    """Leave the process group together, after the caller has dropped its DDP wrapper.
+
+    Why: rank 0 saves checkpoints and reports, so the other ranks reach this point first; without a
+    barrier they shut gloo down while rank 0 still runs. CI once saw rank 1 abort (SIGABRT) in a
+    2-process run, cause not captured. So: no rank closes its connections before all are done,
+    and no DDP reducer (freed here if a reference cycle kept it) outlives its shut-down group.
+    """
     if info.enabled and torch_dist.is_initialized():
+        gc.collect()
+        torch_dist.barrier()
         torch_dist.destroy_process_group()

@@ -370,5 +370,6 @@ def train(cfg: RunConfig, *, data: ImageData | None = None, resume: dict | None 
     result.compile_seconds = sum(h.get("compile_time", 0.0) for h in history)
     if info.is_main and last_eval is not None:
         result.metrics = finish_run(run_dir, history, data, last_eval, printer.console, quiet)
+    del train_model  # the DDP wrapper holds the process group: free it before the group is shut down
     dist.teardown(info)
     return result
