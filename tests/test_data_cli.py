@@ -14,6 +14,7 @@ def test_info_digits(capsys):
     assert main(["data", "info", "digits"]) == 0
     out = capsys.readouterr().out
     assert "1,438" in out and "359" in out and "scikit-learn" in out and "none (default)" in out
+    assert "epochs 10, batch size 32" in out
 
 
 def test_info_mnist_shows_where(tmp_path, isolated_data_env, capsys):

@@ -64,6 +64,7 @@ def info(
     """Print sizes, classes, normalisation and where the files were found."""
     from digitlab.data import load_dataset
     from digitlab.data.loader import default_augment
+    from digitlab.engine.presets import DATASET_DEFAULTS
 
     data = load_dataset(dataset, data_dir, download=download)
     table = Table(title=data.name, show_header=False, box=None)
@@ -78,6 +79,9 @@ def info(
     table.add_row("mean", ", ".join(f"{m:.4f}" for m in data.mean))
     table.add_row("std", ", ".join(f"{v:.4f}" for v in data.std))
     table.add_row("augment", f"{default_augment(data.name)} (default)")
+    if data.name in DATASET_DEFAULTS:
+        own = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in DATASET_DEFAULTS[data.name].items())
+        table.add_row("training", f"{own} (its own defaults, without a preset)")
     counts = data.train_y.bincount(minlength=data.num_classes).tolist()
     table.add_row("per class", " ".join(str(k) for k in counts) + " (train)")
     if data.skipped:
