@@ -125,6 +125,7 @@ def test_summary_cnn(capsys):
     (["train", "--epochs", "abc"], "Invalid value for '--epochs'"),
     (["predict"], "Missing argument"),
     (["no-such-command"], "No such command 'no-such-command'"),
+    (["bench", "--repeats", "0"], "Invalid value for '--repeats'"),  # 0 repeats once ran a bench anyway
 ])
 def test_usage_errors_are_a_message_and_exit_code_2(capsys, argv, message):
     # typer 0.29 raises its own copy of click's exceptions; they once escaped main() as a traceback.

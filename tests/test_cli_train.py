@@ -69,6 +69,20 @@ def test_digits_trains_with_its_own_defaults_under_flags_and_presets(tmp_path, c
     assert state["metrics"]["test_acc"] >= 0.97  # 99.2-100% over 4 seeds; 84.7% with MNIST's 2 epochs of 128
 
 
+@pytest.mark.parametrize("flag,value", [
+    ("--epochs", "0"), ("--batch-size", "0"), ("--lr", "-1"), ("--lr", "0"), ("--width", "0"), ("--threads", "0"),
+    ("--val-fraction", "1.5"), ("--limit-train", "0"), ("--label-smoothing", "1"), ("--momentum", "1.2"),
+])
+def test_out_of_range_numbers_are_refused_before_any_work(tmp_path, capsys, flag, value):
+    """Each once ended in a traceback (ZeroDivisionError, torch's ValueError, a conv error) or, for
+    --epochs 0, in a run that trained nothing and printed nan%; now one line naming the flag, exit 2."""
+    rc = main(["train", "--dataset", "digits", flag, value, "--runs-dir", str(tmp_path), "-q"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert f"{flag} must be" in err and f", got {value}" in err and "Traceback" not in err
+    assert not any(tmp_path.iterdir())  # refused before a run directory was made
+
+
 @pytest.mark.parametrize("flag,value,valid", [
     ("--preset", "nope", "seed000"), ("--model", "nope", "lenet5"), ("--dataset", "nope", "mnist"),
     ("--optimizer", "nope", "adadelta"), ("--precision", "nope", "bf16"),

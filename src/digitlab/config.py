@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from digitlab.errors import DigitlabError
+
 
 @dataclass
 class DataConfig:
@@ -78,3 +80,32 @@ class RunConfig:
 
 def field_names(cls: type) -> list[str]:
     return [f.name for f in fields(cls)]
+
+
+# (section, field, lowest, highest, whether the lowest is allowed); None values are always allowed.
+_RANGES = [
+    ("train", "epochs", 1, None, True), ("train", "batch_size", 1, None, True), ("train", "lr", 0, None, False),
+    ("train", "momentum", 0, 1, True), ("train", "weight_decay", 0, None, True), ("train", "gamma", 0, None, False),
+    ("train", "warmup", 0, 1, True), ("train", "label_smoothing", 0, 1, True), ("train", "eval_every", 1, None, True),
+    ("train", "threads", 1, None, True), ("model", "width", 1, None, True), ("data", "val_fraction", 0, 1, True),
+    ("data", "limit_train", 1, None, True), ("data", "limit_test", 1, None, True), ("data", "image_size", 1, None, True),
+]
+
+
+def check_config(cfg: RunConfig) -> None:
+    """Refuse out-of-range numbers before any work, with the flag to fix, instead of a traceback
+    (or, for ``epochs 0``, a run that trains nothing and reports nan%)."""
+    problems = []
+    for section, name, lo, hi, lo_ok in _RANGES:
+        v = getattr(getattr(cfg, section), name)
+        if v is None:
+            continue
+        too_low = v < lo if lo_ok else v <= lo
+        if too_low or (hi is not None and v >= hi):
+            if hi is not None:
+                want = f"in [{lo}, {hi})" if lo_ok else f"in ({lo}, {hi})"
+            else:
+                want = f"at least {lo}" if lo_ok else f"above {lo}"
+            problems.append(f"--{name.replace('_', '-')} must be {want}, got {v}")
+    if problems:
+        raise DigitlabError("; ".join(problems))

@@ -64,7 +64,7 @@ def render(result: dict) -> Table:
 @app.command()
 def bench(
     quick: bool = typer.Option(False, "--quick", help="A tiny smoke run (subset, few batches, 1 repeat) for CI."),
-    repeats: int = typer.Option(3, help="Repetitions of each measurement; medians and spread are reported."),
+    repeats: int = typer.Option(3, min=1, help="Repetitions of each measurement; medians and spread are reported."),
     out: str = typer.Option("bench", "--out", help="Directory for bench.json."),
     data_dir: Optional[str] = typer.Option(None, help="Where the MNIST files are (default: $DIGITLAB_DATA, then the cache)."),
     device: str = typer.Option("cpu", help="cpu or cuda."),

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from digitlab.config import RunConfig
+from digitlab.config import RunConfig, check_config
 from digitlab.data.base import ImageData
 from digitlab.data.loader import augment, default_augment, iterate_batches, normalize
 from digitlab.engine import dist
@@ -270,6 +270,7 @@ def train(cfg: RunConfig, *, data: ImageData | None = None, resume: dict | None 
     """
     from digitlab.engine.reporting import EpochPrinter, finish_run, prepare_run_dir
 
+    check_config(cfg)
     t = cfg.train
     info = dist.detect()
     device = dist.setup(info, resolve_device(t.device))
