@@ -235,7 +235,7 @@ def test_export_slims_a_checkpoint_that_still_predicts(mnist_dir, isolated_data_
     assert main(["train", "--preset", "seed002-cnn", "--dry-run", *LIMITS, "--data-dir", str(mnist_dir),
                  "--no-download", "--runs-dir", str(tmp_path), "--name", "r", "-q"]) == 0
     out = tmp_path / "slim.pt"
-    assert main(["export", str(tmp_path / "r"), str(out)]) == 0
+    assert main(["export", str(tmp_path / "r"), str(out), "--no-calibrate"]) == 0  # same probabilities (test_calibration)
     assert "wrote" in capsys.readouterr().out
     full, slim = load_checkpoint(tmp_path / "r" / "best.pt"), load_checkpoint(out)
     assert "optimizer" not in slim and "history" not in slim and slim["classes"] == full["classes"]

@@ -102,3 +102,10 @@ def test_single_and_explain(tmp_path):
 
 def test_missing_model_is_a_clear_error(tmp_path):
     assert main(["predict", str(seven(tmp_path / "s.png")), "--model", str(tmp_path / "nope.pt")]) == 2
+
+
+def test_percent_never_rounds_a_probability_up_to_certainty():
+    from digitlab.cli.predict import percent
+
+    assert [percent(p) for p in (0.9999, 0.9995, 0.9994, 0.5, 0.0006, 0.0001)] == [
+        ">99.9%", ">99.9%", "99.9%", "50.0%", "0.1%", "<0.1%"]

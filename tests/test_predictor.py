@@ -107,9 +107,29 @@ def test_to_dict_is_json_with_png_input(shipped, mnist_test):
 
 def test_uncertain_flag(shipped, mnist_test, monkeypatch):
     x, _ = mnist_test
-    monkeypatch.setattr(PR, "UNCERTAIN_BELOW", 1.01)  # nothing is that sure
+    monkeypatch.setattr(shipped, "uncertain_below", 1.01)  # nothing is that sure
     pred = shipped.predict(Image.fromarray(x[0]))
     assert pred.status == "uncertain" and pred.items[0].uncertain
+
+
+def test_shipped_model_is_calibrated(shipped, mnist_test):
+    """`digitlab export` fitted a temperature: a clear MNIST digit reads far above label smoothing's ~0.91
+    cap, the uncalibrated threshold is not the one used, and no prediction changes (argmax)."""
+    from digitlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
+
+    x, y = mnist_test
+    assert 0.2 < shipped.temperature < 0.8 and shipped.uncertain_below == PR.CALIBRATED_UNCERTAIN_BELOW
+    assert shipped.info["temperature"] == shipped.temperature
+    preds = shipped.predict_many([Image.fromarray(a) for a in x[:50]])
+    assert sum(p.text == str(int(t)) for p, t in zip(preds, y[:50])) >= 48
+    assert np.median([p.items[0].probability for p in preds]) > 0.99
+    raw = load_checkpoint(PR.default_model_path())
+    del raw["temperature"]
+    uncalibrated = Predictor(model_from_checkpoint(raw), raw)
+    assert uncalibrated.temperature == 1.0 and uncalibrated.uncertain_below == PR.UNCERTAIN_BELOW
+    plain = uncalibrated.predict_many([Image.fromarray(a) for a in x[:50]])
+    assert [p.text for p in plain] == [p.text for p in preds]
+    assert np.median([p.items[0].probability for p in plain]) < 0.95  # label smoothing holds it near 0.91
 
 
 def test_image_model_gives_class_names(tmp_path):

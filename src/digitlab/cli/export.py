@@ -17,8 +17,14 @@ def export_cmd(
     out: Optional[Path] = typer.Argument(None, help="Where to write the slim checkpoint."),
     as_default: bool = typer.Option(False, "--as-default", help="Write it as the package's shipped default model."),
     half: bool = typer.Option(True, "--half/--full", help="Store weights as float16 (half the size)."),
+    calibrate: Optional[bool] = typer.Option(
+        None, "--calibrate/--no-calibrate",
+        help="Fit a temperature on the dataset's test split so that probabilities mean what they say "
+             "(default: when the data can be loaded)."),
+    data_dir: Optional[str] = typer.Option(None, help="Where the data files are (for --calibrate)."),
 ) -> None:
-    """Write an inference-only checkpoint: no optimizer, scheduler, RNG or history; float16 weights by default."""
+    """Write an inference-only checkpoint: no optimizer, scheduler, RNG or history; float16 weights by
+    default; confidence calibrated on the test split."""
     from digitlab.engine.checkpoint import load_checkpoint, save_checkpoint
     from digitlab.inference.predictor import default_model_path, slim_checkpoint
 
@@ -26,7 +32,24 @@ def export_cmd(
         raise DigitlabError("give either an output path or --as-default (not both)")
     dest = default_model_path(must_exist=False) if as_default else out
     ckpt = load_checkpoint(checkpoint)
-    path = save_checkpoint(dest, slim_checkpoint(ckpt, half=half))
+    slim = slim_checkpoint(ckpt, half=half)
+    if calibrate is not False:
+        from digitlab.cli.train import checkpoint_data
+        from digitlab.evaluate.calibration import calibrate_checkpoint
+
+        slim.pop("temperature", None)  # fitted again, on the weights as exported
+        try:
+            data = checkpoint_data(ckpt, data_dir=data_dir)
+        except DigitlabError as exc:
+            if calibrate:
+                raise
+            print(f"not calibrated ({exc}); pass --data-dir, or --no-calibrate to skip")
+        else:
+            t, before, after = calibrate_checkpoint(ckpt | {"state_dict": slim["state_dict"]}, data)  # as exported
+            slim["temperature"] = t
+            print(f"calibrated on {data.name} test ({len(data.test_y):,} images): temperature {t:.3f}, "
+                  f"NLL {before:.4f} -> {after:.4f}")
+    path = save_checkpoint(dest, slim)
     path.chmod(0o644)  # a model file to share: readable by everyone, whatever the umask
     acc = (ckpt.get("metrics") or {}).get("test_acc")
     shown = f", test accuracy {acc:.2%}" if isinstance(acc, float) else ""

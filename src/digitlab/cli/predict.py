@@ -44,10 +44,16 @@ def expand_inputs(items: list[str]) -> list[str]:
     return out
 
 
+def percent(p: float) -> str:
+    """A probability for people: calibrated models are often surer than 99.9%, which is not 100%
+    (the web page writes them the same way)."""
+    return ">99.9%" if p >= 0.9995 else "<0.1%" if p < 0.0005 else f"{p:.1%}"
+
+
 def _format_top(items) -> str:
     if len(items) == 1:
-        return "  ".join(f"{lab} {p:.1%}" for lab, p in items[0].top_k)
-    return "  ".join(f"{it.label} {it.probability:.0%}" for it in items)
+        return "  ".join(f"{lab} {percent(p)}" for lab, p in items[0].top_k)
+    return "  ".join(f"{it.label} {percent(it.probability)}" for it in items)
 
 
 def print_table(preds, console: Console, model_info: dict) -> None:
@@ -66,7 +72,7 @@ def print_table(preds, console: Console, model_info: dict) -> None:
             continue
         prob = min(it.probability for it in p.items)  # a number is as sure as its least sure digit
         style = "[yellow]uncertain[/]" if p.status == "uncertain" else "[green]ok[/]"
-        table.add_row(p.source, p.text, f"{prob:.1%}", _format_top(p.items), style)
+        table.add_row(p.source, p.text, percent(prob), _format_top(p.items), style)
     console.print(table)
 
 
@@ -109,7 +115,7 @@ def save_explanation(pred, path: Path, classes: list[str]) -> None:
             continue
         it = pred.items[k]
         img_ax.imshow(it.input_image, cmap="gray", vmin=0, vmax=255)
-        img_ax.set_title(f"model input: {it.label} ({it.probability:.0%})", fontsize=9)
+        img_ax.set_title(f"model input: {it.label} ({percent(it.probability)})", fontsize=9)
         img_ax.axis("off")
         colors = ["tab:red" if i == it.index else "tab:blue" for i in range(len(it.probs))]
         bar_ax.barh(range(len(it.probs)), it.probs, color=colors)

@@ -138,6 +138,21 @@ def train(
                   highlight=False, soft_wrap=True)
 
 
+def checkpoint_data(ckpt: dict, dataset: str | None = None, data_dir: str | None = None):
+    """The data a checkpoint was trained on (or ``dataset``, checked to have its shape), loaded the
+    way its training loaded it (an image folder's gray/RGB and size)."""
+    from digitlab.data import load_dataset
+    from digitlab.engine.checkpoint import check_compatible
+
+    name = dataset or ckpt.get("dataset", "mnist")
+    data_cfg = (ckpt.get("config") or {}).get("data", {})
+    data = load_dataset(name, data_dir if data_dir is not None else data_cfg.get("data_dir"),
+                        grayscale=data_cfg.get("grayscale") if dataset is None else None,
+                        image_size=data_cfg.get("image_size") if dataset is None else None)
+    check_compatible(ckpt, data.channels, data.image_size, data.num_classes, name)
+    return data
+
+
 @app.command("eval")
 def eval_cmd(
     checkpoint: str = typer.Argument(..., help="A checkpoint file or a run directory (its best.pt)."),
@@ -150,20 +165,15 @@ def eval_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Accuracy, precision/recall/F1, classification report, confusion matrix and worst errors."""
-    from digitlab.data import load_dataset
-    from digitlab.engine.checkpoint import check_compatible, load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
+    from digitlab.engine.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
     from digitlab.engine.device import resolve_device
     from digitlab.engine.train import evaluate, trained_with_tta
     from digitlab.evaluate.report import format_report, write_report
 
     path = resolve_checkpoint_path(checkpoint)
     ckpt = load_checkpoint(path)
+    data = checkpoint_data(ckpt, dataset, data_dir)
     name = dataset or ckpt.get("dataset", "mnist")
-    data_cfg = ckpt.get("config", {}).get("data", {})
-    data = load_dataset(name, data_dir if data_dir is not None else data_cfg.get("data_dir"),
-                        grayscale=data_cfg.get("grayscale") if dataset is None else None,
-                        image_size=data_cfg.get("image_size") if dataset is None else None)
-    check_compatible(ckpt, data.channels, data.image_size, data.num_classes, name)
     dev = resolve_device(device)
     model = model_from_checkpoint(ckpt, dev)
     out_dir = Path(out) if out else path.parent

@@ -26,7 +26,10 @@ from digitlab.errors import DigitlabError
 from digitlab.inference.image import load_image
 from digitlab.inference.preprocess import generic_image, normalize, preprocess_digits
 
-UNCERTAIN_BELOW = 0.6  # a top probability under this is flagged as uncertain
+UNCERTAIN_BELOW = 0.6  # a top probability under this is flagged as uncertain ...
+CALIBRATED_UNCERTAIN_BELOW = 0.95  # ... or under this, for a calibrated checkpoint (`digitlab export`):
+# label smoothing caps an uncalibrated model near 0.91, so 0.6 there and 0.95 calibrated flag about
+# the same handwriting misreads (BENCHMARKS.md)
 SPLIT_COST = 0.3  # log-probability a cut of one segment into two digits must gain to be taken
 # (label smoothing 0.1 caps a confident digit near 0.9: two confident halves never beat a confident
 # whole by this much, while a misread whole at 0.5 against two halves at 0.9 does)
@@ -45,7 +48,7 @@ class DigitPrediction:
     probs: list[float]  # every class, in class order
     top_k: list[tuple[str, float]]  # the k most likely (label, probability), best first
     box: tuple[int, int, int, int] | None  # (left, top, right, bottom) in the original image; None for image models
-    uncertain: bool  # probability < UNCERTAIN_BELOW
+    uncertain: bool  # probability under the predictor's threshold (uncertain_below)
     input_image: np.ndarray | None = None  # uint8 (H, W) or (H, W, 3): exactly what the model saw
 
     def to_dict(self, include_input: bool = False) -> dict:
@@ -105,7 +108,7 @@ def default_model_path(must_exist: bool = True) -> Path:
 
 
 INFERENCE_KEYS = ("model_name", "model_args", "state_dict", "dataset", "task", "classes", "channels",
-                  "image_size", "mean", "std", "config", "epoch", "metrics")
+                  "image_size", "mean", "std", "config", "epoch", "metrics", "temperature")
 
 
 def slim_checkpoint(ckpt: dict, half: bool = True) -> dict:
@@ -176,30 +179,35 @@ class _Prepared:
         return torch.stack([r.tensor for r in rows])
 
 
-def _best_reading(read: list[DigitPrediction], prep: _Prepared) -> list[DigitPrediction]:
+def _best_reading(read: list[DigitPrediction], prep: _Prepared,
+                  logp_rows: list[float] | None = None) -> list[DigitPrediction]:
     """The most probable reading of a row of segments, left to right.
 
     Each segment is read whole, or (when wide) as two touching digits cut at one of the offered
     places; two neighbours may be read as one digit written in two strokes. A reading scores
     the sum of its digits' log-probabilities, less SPLIT_COST or JOIN_COST for every split or join, so
     the segmentation is changed only when the model is clearly surer of the result.
+    ``logp_rows``: each row's log-probability to score with (default: its ``probability``); the
+    predictor passes the model's own, uncalibrated ones, the scale the two costs were tuned on.
     """
-    def logp(*items: DigitPrediction) -> float:
-        return sum(math.log(max(it.probability, 1e-12)) for it in items)
+    if logp_rows is None:
+        logp_rows = [math.log(max(it.probability, 1e-12)) for it in read]
 
-    best: list[tuple[float, list[DigitPrediction]]] = [(0.0, [])]  # best[i]: the first i segments
+    def logp(*rows: int) -> float:
+        return sum(logp_rows[r] for r in rows)
+
+    best: list[tuple[float, list[int]]] = [(0.0, [])]  # best[i]: the rows read for the first i segments
     for i in range(prep.n_main):
-        whole = read[i]
-        options = [(logp(whole), [whole])]
-        options += [(logp(read[r], read[r + 1]) - SPLIT_COST, [read[r], read[r + 1]]) for r in prep.halves.get(i, [])]
-        score, items = max(options, key=lambda o: o[0])
-        candidate = (best[i][0] + score, best[i][1] + items)
+        options = [(logp(i), [i])]  # row i is segment i, read whole
+        options += [(logp(r, r + 1) - SPLIT_COST, [r, r + 1]) for r in prep.halves.get(i, [])]
+        score, rows = max(options, key=lambda o: o[0])
+        candidate = (best[i][0] + score, best[i][1] + rows)
         if i >= 1 and (i - 1) in prep.joins:  # segments i-1 and i as one digit
-            joined = read[prep.joins[i - 1]]
+            joined = prep.joins[i - 1]
             candidate = max(candidate, (best[i - 1][0] + logp(joined) - JOIN_COST, best[i - 1][1] + [joined]),
                             key=lambda c: c[0])
         best.append(candidate)
-    return best[-1][1]
+    return [read[r] for r in best[-1][1]]
 
 
 def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
@@ -250,6 +258,10 @@ class Predictor:
         self.image_size = int(ckpt["image_size"])
         self.mean = tuple(float(m) for m in ckpt["mean"])
         self.std = tuple(float(s) for s in ckpt["std"])
+        # Reported probabilities are softmax(logits / temperature), calibrated where `digitlab export`
+        # fitted it; the segmentation still weighs readings with the model's own (temperature 1).
+        self.temperature = float(ckpt.get("temperature", 1.0))
+        self.uncertain_below = CALIBRATED_UNCERTAIN_BELOW if "temperature" in ckpt else UNCERTAIN_BELOW
         task = ckpt.get("task")
         if task not in ("digits", "images"):
             task = "digits" if self.channels == 1 and self.classes == DIGIT_CLASSES else "images"
@@ -264,6 +276,7 @@ class Predictor:
             "image_size": self.image_size,
             "accuracy": float(accuracy) if accuracy is not None else None,
             "dataset": ckpt.get("dataset"),
+            "temperature": self.temperature if "temperature" in ckpt else None,
         }
 
     @classmethod
@@ -298,7 +311,7 @@ class Predictor:
 
     @torch.inference_mode()
     def _probabilities(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """Softmax probabilities (N, classes) for a batch of model inputs, in chunks."""
+        """The model's own softmax probabilities (N, classes; uncalibrated) for a batch of inputs, in chunks."""
         out = [
             torch.softmax(self.model(_channels_last(x[i : i + batch_size].to(self.device))).float(), dim=1).cpu()
             for i in range(0, x.shape[0], batch_size)
@@ -309,6 +322,9 @@ class Predictor:
 
     def _result(self, prep: _Prepared, probs: torch.Tensor, top_k: int, model_ms: float) -> Prediction:
         k = max(1, min(top_k, len(self.classes)))
+        raw_logp = [math.log(max(float(p.max()), 1e-12)) for p in probs]  # the segmentation's scale
+        if self.temperature != 1.0:  # softmax(log p / T) == softmax(logits / T): the softmax's constant cancels
+            probs = torch.softmax(probs.clamp_min(1e-30).log() / self.temperature, dim=1)
         read = []
         for p, img, box in zip(probs, prep.images, prep.boxes):
             best = torch.topk(p, k)
@@ -322,11 +338,11 @@ class Predictor:
                     probs=[float(v) for v in p],
                     top_k=[(self.classes[int(i)], float(v)) for v, i in zip(best.values, best.indices)],
                     box=box,
-                    uncertain=probability < UNCERTAIN_BELOW,
+                    uncertain=probability < self.uncertain_below,
                     input_image=img,
                 )
             )
-        items = _best_reading(read, prep)
+        items = _best_reading(read, prep, raw_logp)
         elapsed = prep.ms + model_ms
         if not items:
             return Prediction(prep.source, "empty", None, [], None, elapsed)

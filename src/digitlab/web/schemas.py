@@ -66,6 +66,7 @@ class ModelInfo(BaseModel):
     image_size: int
     accuracy: float | None = None
     dataset: str | None = None
+    temperature: float | None = None  # set when the probabilities are calibrated (`digitlab export`)
     limits: Limits
 
 

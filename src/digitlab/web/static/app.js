@@ -189,7 +189,8 @@
     $("items").replaceChildren();
   }
 
-  const pct = (p) => `${(100 * p).toFixed(p >= 0.999 || p < 0.001 ? 0 : 1)}%`;
+  // Calibrated models are often surer than 99.9%: never round that up to a claim of 100%.
+  const pct = (p) => (p >= 0.9995 ? ">99.9%" : p < 0.0005 ? "<0.1%" : `${(100 * p).toFixed(1)}%`);
 
   function showResult(data) {
     $("error").hidden = true;
