@@ -137,6 +137,24 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch, mo
         assert ra["test_acc"] == pytest.approx(rb["test_acc"])
 
 
+def test_a_finished_run_is_calibrated_and_an_unfinished_one_is_not(tmp_path):
+    """The last epoch's checkpoints carry a temperature fitted on the evaluation split (one view per
+    image), best.pt too when it is from an earlier epoch; it lowers that split's NLL, as fitted."""
+    from digitlab.evaluate.calibration import nll
+    from digitlab.inference.predictor import CALIBRATED_UNCERTAIN_BELOW, Predictor
+
+    data = tiny_data()
+    res = train(cfg_for(tmp_path, epochs=4, label_smoothing=0.1), data=data, quiet=True)
+    for name in ("last.pt", "best.pt"):
+        ckpt = load_checkpoint(res.run_dir / name)
+        t = ckpt["temperature"]
+        logits = evaluate(model_from_checkpoint(ckpt), data.test_x, data.test_y, data.mean, data.std).logits
+        assert 0.05 < t < 20 and nll(logits, data.test_y, t) <= nll(logits, data.test_y) + 1e-6, name
+    assert Predictor.load(res.run_dir).uncertain_below == CALIBRATED_UNCERTAIN_BELOW
+    cut = train(cfg_for(tmp_path / "cut", dry_run=True), data=data, quiet=True)  # stopped after one epoch of 4
+    assert "temperature" not in load_checkpoint(cut.run_dir / "last.pt")
+
+
 def test_dry_run_stops_early(tmp_path):
     res = train(cfg_for(tmp_path, dry_run=True), data=tiny_data(), quiet=True)
     assert len(res.history) == 1

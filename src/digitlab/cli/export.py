@@ -20,7 +20,7 @@ def export_cmd(
     calibrate: Optional[bool] = typer.Option(
         None, "--calibrate/--no-calibrate",
         help="Fit a temperature on the dataset's test split so that probabilities mean what they say "
-             "(default: when the data can be loaded)."),
+             "(default: when the data can be loaded; --no-calibrate keeps the training's)."),
     data_dir: Optional[str] = typer.Option(None, help="Where the data files are (for --calibrate)."),
 ) -> None:
     """Write an inference-only checkpoint: no optimizer, scheduler, RNG or history; float16 weights by
@@ -37,14 +37,15 @@ def export_cmd(
         from digitlab.cli.train import checkpoint_data
         from digitlab.evaluate.calibration import calibrate_checkpoint
 
-        slim.pop("temperature", None)  # fitted again, on the weights as exported
         try:
             data = checkpoint_data(ckpt, data_dir=data_dir)
         except DigitlabError as exc:
             if calibrate:
                 raise
-            print(f"not calibrated ({exc}); pass --data-dir, or --no-calibrate to skip")
-        else:
+            kept = f"kept the training's temperature {slim['temperature']:.3f}" if "temperature" in slim \
+                else "not calibrated"
+            print(f"{kept} ({exc}); pass --data-dir, or --no-calibrate to skip")
+        else:  # fitted again, on the weights as exported
             t, before, after = calibrate_checkpoint(ckpt | {"state_dict": slim["state_dict"]}, data)  # as exported
             slim["temperature"] = t
             print(f"calibrated on {data.name} test ({len(data.test_y):,} images): temperature {t:.3f}, "

@@ -211,6 +211,32 @@ def _task(data: ImageData) -> str:
     return "digits" if data.name in DIGIT_DATASETS or (digits and data.name != "fashion-mnist") else "images"
 
 
+def one_view_temperature(model: nn.Module, data: ImageData, final_eval: EvalOutput, tta: bool, *,
+                         precision: str, channels_last: bool) -> float:
+    """The temperature that calibrates ``model``'s probabilities on the evaluation split, one view per
+    image as `digitlab predict` reads them (the final evaluation's logits, unless they averaged TTA views)."""
+    from digitlab.evaluate.calibration import fit_temperature
+
+    if tta:
+        final_eval = evaluate(model, data.test_x, data.test_y, data.mean, data.std, precision=precision,
+                              channels_last=channels_last)
+    return fit_temperature(final_eval.logits, data.test_y.cpu())
+
+
+def _calibrate_best(path: Path, data: ImageData) -> None:
+    """best.pt from an earlier epoch than the last gets its own temperature too (the last epoch's
+    checkpoints got theirs as they were saved), so that any checkpoint of a finished run is calibrated."""
+    from digitlab.engine.checkpoint import load_checkpoint
+    from digitlab.evaluate.calibration import calibrate_checkpoint
+
+    if not path.exists():
+        return
+    ckpt = load_checkpoint(path)
+    if "temperature" not in ckpt:
+        ckpt["temperature"] = calibrate_checkpoint(ckpt, data)[0]
+        save_checkpoint(path, ckpt)
+
+
 def make_checkpoint(model: nn.Module, cfg: RunConfig, data: ImageData, model_args: dict, *, epoch: int,
                     history: list[dict], metrics: dict) -> dict:
     """The inference part of a checkpoint: enough to rebuild the model and preprocess its input."""
@@ -351,6 +377,9 @@ def train(cfg: RunConfig, *, data: ImageData | None = None, resume: dict | None 
         if info.is_main:
             ckpt = make_checkpoint(eval_model, cfg, data, model_args, epoch=epoch, history=history,
                                    metrics={"test_acc": row["test_acc"], "test_loss": row["test_loss"]})
+            if epoch == t.epochs and do_eval and len(data.test_y):  # after the clock: the finished model
+                ckpt["temperature"] = one_view_temperature(eval_model, data, last_eval, tta, precision=precision,
+                                                           channels_last=t.channels_last)
             if do_eval and row["test_acc"] > best_acc:
                 best_acc = row["test_acc"]
                 save_checkpoint(run_dir / "best.pt", ckpt)
@@ -370,6 +399,8 @@ def train(cfg: RunConfig, *, data: ImageData | None = None, resume: dict | None 
     result.tta = tta and bool(history) and history[-1]["epoch"] == t.epochs
     result.compile_seconds = sum(h.get("compile_time", 0.0) for h in history)
     if info.is_main and last_eval is not None:
+        if result.history[-1]["epoch"] == t.epochs and len(data.test_y):
+            _calibrate_best(run_dir / "best.pt", data)
         result.metrics = finish_run(run_dir, history, data, last_eval, printer.console, quiet)
     del train_model  # the DDP wrapper holds the process group: free it before the group is shut down
     dist.teardown(info)

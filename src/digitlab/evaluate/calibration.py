@@ -57,7 +57,7 @@ def calibrate_checkpoint(ckpt: dict, data) -> tuple[float, float, float]:
     from digitlab.engine.checkpoint import model_from_checkpoint
     from digitlab.engine.train import evaluate
 
-    model = model_from_checkpoint(ckpt, "cpu")
+    model = model_from_checkpoint(ckpt, data.test_x.device)
     logits = evaluate(model, data.test_x, data.test_y, tuple(ckpt["mean"]), tuple(ckpt["std"])).logits
     t = fit_temperature(logits, data.test_y)
     return t, nll(logits, data.test_y), nll(logits, data.test_y, t)
