@@ -171,14 +171,25 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "digitlab",
-           "train", "--dataset", "digits", "--model", "mlp", "--width", "32", "--epochs", "3", "--batch-size", "32",
-           "--lr", "0.1", "--runs-dir", str(tmp_path), "--name", "ddp", "-q"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    import warnings
+
+    def run(name: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "digitlab",
+               "train", "--dataset", "digits", "--model", "mlp", "--width", "32", "--epochs", "3", "--batch-size",
+               "32", "--lr", "0.1", "--runs-dir", str(tmp_path), "--name", name, "-q"]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+    name, out = "ddp", run("ddp")
+    if out.returncode != 0 and "SIGABRT" in out.stderr:
+        # One retry, for this symptom only: CI saw rank 1 abort once (stop 11) and 96 runs here never
+        # did, so its cause is unknown. The first attempt's output goes to the warnings summary;
+        # a second abort, or any other failure, fails the test.
+        warnings.warn("DDP run aborted (SIGABRT); retried once. First attempt:\n" + out.stderr[:3000])
+        name, out = "ddp-retry", run("ddp-retry")
     # The ranks' own messages come first, the launcher's traceback last: show both ends.
     assert out.returncode == 0, out.stderr[:3000] + "\n...\n" + out.stderr[-1500:]
     assert out.stdout.count("final test accuracy") == 1
-    ckpt = load_checkpoint(tmp_path / "ddp" / "best.pt")
+    ckpt = load_checkpoint(tmp_path / name / "best.pt")
     assert ckpt["epoch"] >= 1 and ckpt["metrics"]["test_acc"] > 0.7  # it learned (93-95% over 4 seeds; chance is 10%)
 
 
