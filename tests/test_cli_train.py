@@ -26,6 +26,8 @@ def test_default_train_on_real_mnist_then_eval(tmp_path, mnist_dir, capsys):
     assert rc == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["accuracy"] >= 0.97
+    cal = metrics["calibration"]  # label smoothing leaves the raw model underconfident; its temperature fixes that
+    assert cal["temperature"] == ckpt["temperature"] and cal["ece_calibrated"] < cal["ece"] / 2
     assert 0.9 < metrics["macro_f1"] <= 1.0
     assert (tmp_path / "default" / "confusion.png").exists()
 

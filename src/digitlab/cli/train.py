@@ -168,6 +168,7 @@ def eval_cmd(
     from digitlab.engine.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
     from digitlab.engine.device import resolve_device
     from digitlab.engine.train import evaluate, trained_with_tta
+    from digitlab.evaluate.calibration import calibration_summary
     from digitlab.evaluate.report import format_report, write_report
 
     path = resolve_checkpoint_path(checkpoint)
@@ -181,8 +182,11 @@ def eval_cmd(
     if tta is None:  # the same accuracy that `digitlab train` printed for this checkpoint
         tta = trained_with_tta(ckpt)
     res = evaluate(model, data.test_x.to(dev), data.test_y.to(dev), tuple(ckpt["mean"]), tuple(ckpt["std"]), tta=tta)
-    meta = {"checkpoint": str(path), "dataset": name, "tta": tta, "loss": res.loss}
-    metrics = write_report(out_dir, data.test_y, res.logits.softmax(1), data.classes, data.test_x, meta=meta)
+    temperature = ckpt.get("temperature")  # fitted by training or export; probabilities as `predict` reports them
+    meta = {"checkpoint": str(path), "dataset": name, "tta": tta, "loss": res.loss,
+            "calibration": calibration_summary(res.logits, data.test_y, temperature)}
+    probs = (res.logits / (temperature or 1.0)).softmax(1)
+    metrics = write_report(out_dir, data.test_y, probs, data.classes, data.test_x, meta=meta)
     if as_json:
         print(json.dumps(metrics, indent=2, default=str))
     else:

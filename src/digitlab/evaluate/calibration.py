@@ -51,6 +51,19 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: 
     return ece
 
 
+def calibration_summary(logits: torch.Tensor, labels: torch.Tensor, temperature: float | None) -> dict:
+    """NLL and expected calibration error of the raw probabilities and, given a temperature, of the
+    calibrated ones (what `digitlab eval` reports)."""
+    labels = labels.cpu()
+    logits = logits.float().cpu()
+    out = {"temperature": temperature, "nll": round(nll(logits, labels), 5),
+           "ece": round(expected_calibration_error(logits.softmax(1), labels), 5)}
+    if temperature:
+        out["nll_calibrated"] = round(nll(logits, labels, temperature), 5)
+        out["ece_calibrated"] = round(expected_calibration_error((logits / temperature).softmax(1), labels), 5)
+    return out
+
+
 def calibrate_checkpoint(ckpt: dict, data) -> tuple[float, float, float]:
     """Fit ``ckpt``'s temperature on ``data``'s test split, one view per image as `digitlab predict`
     reads them; returns (temperature, NLL before, NLL after). The checkpoint is not changed."""

@@ -93,4 +93,11 @@ def format_report(metrics: dict) -> str:
     ]
     pairs = metrics["most_confused"]
     lines += [f"  {p['true']} → {p['pred']}: {p['count']}" for p in pairs] or ["  (none)"]
+    cal = metrics.get("calibration")
+    if cal:
+        line = f"calibration: NLL {cal['nll']:.4f}, ECE {cal['ece']:.4f}"
+        if cal.get("temperature"):
+            line += (f"; with temperature {cal['temperature']:.3f} (as predict reports): NLL {cal['nll_calibrated']:.4f}, "
+                     f"ECE {cal['ece_calibrated']:.4f}")
+        lines += ["", line]
     return "\n".join(lines)
