@@ -45,8 +45,8 @@ def export_cmd(
             kept = f"kept the training's temperature {slim['temperature']:.3f}" if "temperature" in slim \
                 else "not calibrated"
             print(f"{kept} ({exc}); pass --data-dir, or --no-calibrate to skip")
-        else:  # fitted again, on the weights as exported
-            t, before, after = calibrate_checkpoint(ckpt | {"state_dict": slim["state_dict"]}, data)  # as exported
+        else:  # fitted again, on the weights as exported (float16 by default)
+            t, before, after = calibrate_checkpoint(ckpt | {"state_dict": slim["state_dict"]}, data)
             slim["temperature"] = t
             print(f"calibrated on {data.name} test ({len(data.test_y):,} images): temperature {t:.3f}, "
                   f"NLL {before:.4f} -> {after:.4f}")

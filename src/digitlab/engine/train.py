@@ -377,7 +377,7 @@ def train(cfg: RunConfig, *, data: ImageData | None = None, resume: dict | None 
         if info.is_main:
             ckpt = make_checkpoint(eval_model, cfg, data, model_args, epoch=epoch, history=history,
                                    metrics={"test_acc": row["test_acc"], "test_loss": row["test_loss"]})
-            if epoch == t.epochs and do_eval and len(data.test_y):  # after the clock: the finished model
+            if epoch == t.epochs and len(data.test_y):  # after the clock: the finished model (always evaluated)
                 ckpt["temperature"] = one_view_temperature(eval_model, data, last_eval, tta, precision=precision,
                                                            channels_last=t.channels_last)
             if do_eval and row["test_acc"] > best_acc:
@@ -396,10 +396,11 @@ def train(cfg: RunConfig, *, data: ImageData | None = None, resume: dict | None 
     result.best_acc = best_acc
     result.final_acc = history[-1]["test_acc"] if history else float("nan")
     result.train_seconds = history[-1]["elapsed"] if history else 0.0
-    result.tta = tta and bool(history) and history[-1]["epoch"] == t.epochs
+    finished = bool(history) and history[-1]["epoch"] == t.epochs
+    result.tta = tta and finished
     result.compile_seconds = sum(h.get("compile_time", 0.0) for h in history)
     if info.is_main and last_eval is not None:
-        if result.history[-1]["epoch"] == t.epochs and len(data.test_y):
+        if finished and len(data.test_y):
             _calibrate_best(run_dir / "best.pt", data)
         result.metrics = finish_run(run_dir, history, data, last_eval, printer.console, quiet)
     del train_model  # the DDP wrapper holds the process group: free it before the group is shut down
