@@ -41,8 +41,9 @@ def naive_read(predictor: Predictor, path: Path) -> str:
 
 def provenance() -> dict:
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+        ).stdout.strip()
     except OSError:
         commit = ""
     return {
@@ -90,11 +91,24 @@ def main(argv: list[str] | None = None) -> int:
             right = [p.text == label for p, (_, label) in zip(preds, items)]
             naive = float(np.mean([naive_read(predictor, f) == label for f, label in items]))
             failed = sum(p.status == "error" for p in preds)
-            rows.append({"seed": seed, "kind": kind, "images": len(items), "digitlab": float(np.mean(right)),
-                         "naive": naive, "ms_per_image": ms, "errors": failed, "generate_s": gen_s,
-                         "misread": [str(f.name) for (f, _), ok in zip(items, right) if not ok]})
-            print(f"seed {seed} {kind:7s} n={len(items):5d}  digitlab {np.mean(right):7.2%}  naive {naive:7.2%}"
-                  f"  {ms:6.1f} ms/image", flush=True)
+            rows.append(
+                {
+                    "seed": seed,
+                    "kind": kind,
+                    "images": len(items),
+                    "digitlab": float(np.mean(right)),
+                    "naive": naive,
+                    "ms_per_image": ms,
+                    "errors": failed,
+                    "generate_s": gen_s,
+                    "misread": [str(f.name) for (f, _), ok in zip(items, right) if not ok],
+                }
+            )
+            print(
+                f"seed {seed} {kind:7s} n={len(items):5d}  digitlab {np.mean(right):7.2%}  naive {naive:7.2%}"
+                f"  {ms:6.1f} ms/image",
+                flush=True,
+            )
 
     result = {
         "model": predictor.info,
@@ -103,11 +117,15 @@ def main(argv: list[str] | None = None) -> int:
         **provenance(),
     }
     (out / "handwriting.json").write_text(json.dumps(result, indent=2))
-    table = ["| seed | kind | images | digitlab preprocessing | naive (gray, resize 28x28, normalise) | ms/image |",
-             "|---:|---|---:|---:|---:|---:|"]
+    table = [
+        "| seed | kind | images | digitlab preprocessing | naive (gray, resize 28x28, normalise) | ms/image |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        table.append(f"| {r['seed']} | {r['kind']} | {r['images']} | {r['digitlab']:.2%} | {r['naive']:.2%} "
-                     f"| {r['ms_per_image']:.1f} |")
+        table.append(
+            f"| {r['seed']} | {r['kind']} | {r['images']} | {r['digitlab']:.2%} | {r['naive']:.2%} "
+            f"| {r['ms_per_image']:.1f} |"
+        )
     for kind in ("photo", "canvas", "number"):  # all seeds together
         mine = [r for r in rows if r["kind"] == kind]
         n = sum(r["images"] for r in mine)

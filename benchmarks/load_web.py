@@ -23,15 +23,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import io
 import json
 import os
 import platform
 import socket
 import statistics
+import struct
 import subprocess
 import sys
-import struct
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -61,8 +60,12 @@ def browser_png(rgba: np.ndarray) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", w, h, 8, 6, 0, 0, 0)  # 8-bit RGBA, deflate, no interlace
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(filtered.tobytes(), 1))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(filtered.tobytes(), 1))
+        + chunk(b"IEND", b"")
+    )
 
 
 def canvas_png(digit: np.ndarray) -> bytes:
@@ -87,8 +90,7 @@ def canvas_payloads(data_dir: str | None, count: int) -> list[tuple[bytes, str]]
 
     data = load_dataset("mnist", data_dir, download=False, progress=False)
     return [
-        (predict_body(canvas_png(x[0].numpy())), str(int(y)))
-        for x, y in zip(data.test_x[:count], data.test_y[:count])
+        (predict_body(canvas_png(x[0].numpy())), str(int(y))) for x, y in zip(data.test_x[:count], data.test_y[:count])
     ]
 
 
@@ -142,8 +144,15 @@ def check_answer(status: int, body: bytes, label: str, stats: ClientStats, laten
     stats.wrong += text != label
 
 
-async def client(host: str, port: int, requests: list[tuple[bytes, str]], deadline: float, max_requests: int,
-                 start_at: int, stats: ClientStats) -> None:
+async def client(
+    host: str,
+    port: int,
+    requests: list[tuple[bytes, str]],
+    deadline: float,
+    max_requests: int,
+    start_at: int,
+    stats: ClientStats,
+) -> None:
     """One client on one keep-alive connection: the next request only when the previous is answered."""
     reader = writer = None
     i, sent = start_at, 0
@@ -170,18 +179,21 @@ async def client(host: str, port: int, requests: list[tuple[bytes, str]], deadli
             writer.close()
 
 
-async def run_clients(host: str, port: int, payloads: list[tuple[bytes, str]], *, clients: int, duration: float,
-                      max_requests: int) -> tuple[list[ClientStats], float]:
+async def run_clients(
+    host: str, port: int, payloads: list[tuple[bytes, str]], *, clients: int, duration: float, max_requests: int
+) -> tuple[list[ClientStats], float]:
     """Run ``clients`` clients at once; returns each one's stats and the wall time."""
     requests = [(http_request(host, port, body), label) for body, label in payloads]
     stats = [ClientStats() for _ in range(clients)]
     start = time.perf_counter()
     deadline = start + duration
     # Each client starts at its own place in the digits, so the server sees distinct images.
-    await asyncio.gather(*(
-        client(host, port, requests, deadline, max_requests, k * len(requests) // clients, stats[k])
-        for k in range(clients)
-    ))
+    await asyncio.gather(
+        *(
+            client(host, port, requests, deadline, max_requests, k * len(requests) // clients, stats[k])
+            for k in range(clients)
+        )
+    )
     return stats, time.perf_counter() - start
 
 
@@ -283,8 +295,16 @@ def main(argv: list[str] | None = None) -> int:
         # Warm-up: the first calls pay for lazy initialisation (in every server process).
         asyncio.run(run_clients("127.0.0.1", port, payloads, clients=args.clients, duration=60, max_requests=10))
         server_cpu, own_cpu = cpu_seconds(server.pid), time.process_time()
-        stats, wall = asyncio.run(run_clients("127.0.0.1", port, payloads, clients=args.clients,
-                                              duration=args.duration, max_requests=args.max_requests))
+        stats, wall = asyncio.run(
+            run_clients(
+                "127.0.0.1",
+                port,
+                payloads,
+                clients=args.clients,
+                duration=args.duration,
+                max_requests=args.max_requests,
+            )
+        )
         server_cpu, own_cpu = cpu_seconds(server.pid) - server_cpu, time.process_time() - own_cpu
     finally:
         server.terminate()
@@ -295,12 +315,16 @@ def main(argv: list[str] | None = None) -> int:
     summary.update(
         server_cpu_ms_per_request=round(server_cpu * 1000 / answered, 2),
         client_cpu_ms_per_request=round(own_cpu * 1000 / answered, 2),
-        server=" ".join(f"--{k} {getattr(args, k)}" for k in ("processes", "workers") if getattr(args, k) is not None) or "defaults",
+        server=" ".join(f"--{k} {getattr(args, k)}" for k in ("processes", "workers") if getattr(args, k) is not None)
+        or "defaults",
         machine=f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}",
         load_average_before=[round(x, 2) for x in load_before],
     )
     print(json.dumps(summary, indent=2))
-    print("zero errors: " + ("yes" if not summary["errors"] else f"NO ({summary['errors']}: {', '.join(summary['error_kinds'])})"))
+    print(
+        "zero errors: "
+        + ("yes" if not summary["errors"] else f"NO ({summary['errors']}: {', '.join(summary['error_kinds'])})")
+    )
     return 0 if not summary["errors"] and summary["requests"] else 1
 
 

@@ -20,7 +20,9 @@ def main(argv: list[str]) -> None:
     ref = reference_throughput(model, data, steps)
     f32 = fast_throughput(model, data, steps, precision="fp32")
     b16 = fast_throughput(model, data, steps, precision="bf16")
-    print(f"{model}: reference {ref:.0f} img/s; digitlab fp32 {f32:.0f} (x{f32 / ref:.2f}), bf16 {b16:.0f} (x{b16 / ref:.2f})")
+    print(
+        f"{model}: reference {ref:.0f} img/s; digitlab fp32 {f32:.0f} (x{f32 / ref:.2f}), bf16 {b16:.0f} (x{b16 / ref:.2f})"
+    )
 
 
 if __name__ == "__main__":

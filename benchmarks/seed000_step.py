@@ -32,9 +32,20 @@ from digitlab.models import create_model
 from digitlab.models.cnn import ByteDropout, as_the_seed_wrote_it, pool_before_relu
 
 BATCH = 64
-VARIANTS = ["cl", "nchw", "cl+foreach", "cl+cstep", "cl+compile", "cl+compile+cstep", "cl+compile+cstep+fbrand",
-            "nchw+compile+cstep", "cl+bf16", "cl+bf16+bytedrop", "cl+bf16+bytedrop+cstep",
-            "cl+bf16+bytedrop+cstep+poolfirst"]
+VARIANTS = [
+    "cl",
+    "nchw",
+    "cl+foreach",
+    "cl+cstep",
+    "cl+compile",
+    "cl+compile+cstep",
+    "cl+compile+cstep+fbrand",
+    "nchw+compile+cstep",
+    "cl+bf16",
+    "cl+bf16+bytedrop",
+    "cl+bf16+bytedrop+cstep",
+    "cl+bf16+bytedrop+cstep+poolfirst",
+]
 
 
 class SlicePool(torch.nn.Module):
@@ -42,8 +53,10 @@ class SlicePool(torch.nn.Module):
 
     def forward(self, x):
         h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
-        return torch.maximum(torch.maximum(x[..., 0:h:2, 0:w:2], x[..., 0:h:2, 1:w:2]),
-                             torch.maximum(x[..., 1:h:2, 0:w:2], x[..., 1:h:2, 1:w:2]))
+        return torch.maximum(
+            torch.maximum(x[..., 0:h:2, 0:w:2], x[..., 0:h:2, 1:w:2]),
+            torch.maximum(x[..., 1:h:2, 0:w:2], x[..., 1:h:2, 1:w:2]),
+        )
 
 
 def _swap(model, opts):
@@ -120,8 +133,10 @@ def remedies(data, variants: list[str], steps: int, windows: int) -> None:
     ref = statistics.median(rates["reference"])
     ceiling = kernels()
     print(f"ceiling (conv2 + fc1 alone) / reference median: x{ceiling / ref:.2f}")
-    print(f"\n{'variant':28s} {'img/s':>7s}  (min-max)      vs reference   ({windows} windows of {steps} steps, "
-          f"{torch.get_num_threads()} threads)")
+    print(
+        f"\n{'variant':28s} {'img/s':>7s}  (min-max)      vs reference   ({windows} windows of {steps} steps, "
+        f"{torch.get_num_threads()} threads)"
+    )
     for v, r in rates.items():
         med = statistics.median(r)
         print(f"{v:28s} {med:7.0f}  ({min(r):.0f}-{max(r):.0f})  x{med / ref:.2f}")
@@ -162,8 +177,10 @@ def kernels(repeats: int = 5, n: int = 10) -> float:
     cl = torch.channels_last
     conv = torch.ops.aten.convolution_backward
     rows = []
-    for name, c_in, c_out, size, need_input_grad in (("conv1 1->32 @28", 1, 32, 28, False),
-                                                     ("conv2 32->64 @26", 32, 64, 26, True)):
+    for name, c_in, c_out, size, need_input_grad in (
+        ("conv1 1->32 @28", 1, 32, 28, False),
+        ("conv2 32->64 @26", 32, 64, 26, True),
+    ):
         x = torch.randn(BATCH, c_in, size, size).contiguous(memory_format=cl)
         # Weights that require grad, as in training: oneDNN then picks its forward_training kernels.
         w = torch.randn(c_out, c_in, 3, 3).contiguous(memory_format=cl).requires_grad_()
@@ -174,10 +191,22 @@ def kernels(repeats: int = 5, n: int = 10) -> float:
         rows.append((f"{name} forward", best_ms(lambda: F.conv2d(x, w, b)), flop))
         w, b = w.detach(), b.detach()
         if need_input_grad:
-            rows.append((f"{name} grad input", best_ms(lambda: conv(g, x, w, [c_out], [1, 1], [0, 0], [1, 1], False,
-                                                                     [0, 0], 1, [True, False, False])), flop))
-        rows.append((f"{name} grad weight", best_ms(lambda: conv(g, x, w, [c_out], [1, 1], [0, 0], [1, 1], False,
-                                                                  [0, 0], 1, [False, True, True])), flop))
+            rows.append(
+                (
+                    f"{name} grad input",
+                    best_ms(
+                        lambda: conv(g, x, w, [c_out], [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [True, False, False])
+                    ),
+                    flop,
+                )
+            )
+        rows.append(
+            (
+                f"{name} grad weight",
+                best_ms(lambda: conv(g, x, w, [c_out], [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [False, True, True])),
+                flop,
+            )
+        )
     a, w, gy = torch.randn(BATCH, 9216), torch.randn(128, 9216), torch.randn(BATCH, 128)
     flop = 2 * BATCH * 9216 * 128
     rows.append(("fc1 9216->128 forward", best_ms(lambda: F.linear(a, w)), flop))
@@ -186,8 +215,10 @@ def kernels(repeats: int = 5, n: int = 10) -> float:
     peak = 2 * 2048**3 / best_ms(lambda: big @ big) / 1e6
     total = sum(ms for _, ms, _ in rows)
     big_two = sum(ms for name, ms, _ in rows if not name.startswith("conv1"))
-    print(f"{'kernel (batch 64)':28s} {'ms':>6s} {'GFLOP/s':>8s}   ({torch.get_num_threads()} threads; "
-          f"sgemm 2048^3 reaches {peak:.0f} GFLOP/s)")
+    print(
+        f"{'kernel (batch 64)':28s} {'ms':>6s} {'GFLOP/s':>8s}   ({torch.get_num_threads()} threads; "
+        f"sgemm 2048^3 reaches {peak:.0f} GFLOP/s)"
+    )
     for name, ms, flop in rows:
         print(f"{name:28s} {ms:6.1f} {flop / ms / 1e6:8.0f}")
     print(f"{'sum':28s} {total:6.1f}   -> at most {BATCH / total * 1000:.0f} img/s with everything else free")

@@ -45,16 +45,22 @@ def test_throughput_compiled_column(cpp_compiler):
     """The compiled path of the throughput table, on tiny data with the quickest model to compile."""
     from digitlab.bench import throughput
     from digitlab.cli.bench import render
-
     from test_train import tiny_data
 
     row = throughput(tiny_data(n_train=200), repeats=1, steps=2, device="cpu", models=("mlp",), compile=True)["mlp"]
     assert _positive(row["digitlab_compiled"]["median"]) and _positive(row["ratio_compiled"])
     assert row["compile_seconds"] > 0 and row["compiled_precision"] in ("fp32", "bf16")
     assert row["ratio_best"] >= row["ratio_fp32"]
-    result = {"quick": True, "repeats": 1, "provenance": {"cpu": "x", "torch_threads": 1}, "time_to_accuracy": {},
-              "command_wall": {"wall_seconds": {"median": 1, "min": 1, "max": 1},
-                               "peak_rss_mb": {"median": 1, "min": 1, "max": 1}},
-              "throughput": {"mlp": row}, "inference": {"model": "fast", "batch_1000_images_per_s": {},
-                                                        "single_image_ms": {"p50": 1.0, "p99": 1.0}}}
+    result = {
+        "quick": True,
+        "repeats": 1,
+        "provenance": {"cpu": "x", "torch_threads": 1},
+        "time_to_accuracy": {},
+        "command_wall": {
+            "wall_seconds": {"median": 1, "min": 1, "max": 1},
+            "peak_rss_mb": {"median": 1, "min": 1, "max": 1},
+        },
+        "throughput": {"mlp": row},
+        "inference": {"model": "fast", "batch_1000_images_per_s": {}, "single_image_ms": {"p50": 1.0, "p99": 1.0}},
+    }
     render(result)  # the table shows every column that was measured

@@ -29,7 +29,9 @@ def test_fit_temperature_needs_examples():
 
 def test_export_calibrates_a_label_smoothed_model_and_says_so(tmp_path, capsys):
     """The default recipe's label smoothing leaves the model underconfident: export fits T < 1."""
-    assert main(["train", "--dataset", "digits", "--epochs", "3", "--runs-dir", str(tmp_path), "--name", "d", "-q"]) == 0
+    assert (
+        main(["train", "--dataset", "digits", "--epochs", "3", "--runs-dir", str(tmp_path), "--name", "d", "-q"]) == 0
+    )
     capsys.readouterr()
     out = tmp_path / "d.pt"
     assert main(["export", str(tmp_path / "d"), str(out)]) == 0

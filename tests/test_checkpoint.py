@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from digitlab.engine.checkpoint import (FORMAT_VERSION, check_compatible, load_checkpoint, model_from_checkpoint,
-                                       save_checkpoint)
+from digitlab.engine.checkpoint import (
+    FORMAT_VERSION,
+    check_compatible,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 from digitlab.errors import DigitlabError
 from digitlab.models import create_model
 
@@ -14,8 +19,18 @@ from digitlab.models import create_model
 def make_ckpt(model_name: str = "mlp") -> dict:
     args = {"num_classes": 10, "in_channels": 1, "image_size": 28}
     m = create_model(model_name, **args)
-    return {"model_name": model_name, "model_args": args, "state_dict": m.state_dict(), "classes": list("0123456789"),
-            "channels": 1, "image_size": 28, "mean": [0.1307], "std": [0.3081], "dataset": "mnist", "task": "digits"}
+    return {
+        "model_name": model_name,
+        "model_args": args,
+        "state_dict": m.state_dict(),
+        "classes": list("0123456789"),
+        "channels": 1,
+        "image_size": 28,
+        "mean": [0.1307],
+        "std": [0.3081],
+        "dataset": "mnist",
+        "task": "digits",
+    }
 
 
 def test_roundtrip_rebuilds_identical_model(tmp_path):

@@ -18,23 +18,34 @@ import pytest
 import torch
 import typer.main
 from PIL import Image
-from test_data_cifar10 import tiny_cifar
 
 from digitlab.cli import app, main
-from digitlab.engine.checkpoint import load_checkpoint
 from digitlab.config import RunConfig
+from digitlab.engine.checkpoint import load_checkpoint
 from digitlab.engine.presets import PRESETS, apply_preset
 from digitlab.models import list_models
+from test_data_cifar10 import tiny_cifar
 
-PRESET_DATASET = {name: apply_preset(RunConfig(), name).data.dataset for name in PRESETS}  # a preset may keep the default
+PRESET_DATASET = {
+    name: apply_preset(RunConfig(), name).data.dataset for name in PRESETS
+}  # a preset may keep the default
 MNIST_PRESETS = [name for name, d in PRESET_DATASET.items() if d == "mnist"]
 CIFAR_PRESETS = [name for name, d in PRESET_DATASET.items() if d == "cifar10"]
 LIMITS = ["--limit-train", "512", "--limit-test", "256"]
 # Top-level commands that have a smoke test; a new command needs one. `bench --quick` takes ~30 s on
 # 2 cores, so it runs end to end in tests/test_bench.py and only its --help runs here.
 SMOKED = {"models", "summary", "train", "eval", "data", "experiment", "predict", "serve", "bench", "export"}
-RUN_FILES = ("config.json", "best.pt", "last.pt", "metrics.csv", "curves.png", "confusion.png", "errors.png",
-             "report.txt", "eval.json")
+RUN_FILES = (
+    "config.json",
+    "best.pt",
+    "last.pt",
+    "metrics.csv",
+    "curves.png",
+    "confusion.png",
+    "errors.png",
+    "report.txt",
+    "eval.json",
+)
 EVAL_FILES = ("confusion.png", "errors.png", "report.txt", "eval.json")
 
 
@@ -78,8 +89,14 @@ def _csv_rows(path: Path) -> list[dict]:
 
 def test_python_m_digitlab_help(tmp_path):
     """The module entry point, as a user types it."""
-    proc = subprocess.run([sys.executable, "-m", "digitlab", "--help"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "COLUMNS": "120"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "digitlab", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "120"},
+    )
     assert proc.returncode == 0, proc.stderr
     for name in SMOKED:
         assert name in proc.stdout
@@ -88,8 +105,9 @@ def test_python_m_digitlab_help(tmp_path):
 
 def test_every_command_has_a_smoke_test():
     top = {path[0] for path in ALL_COMMANDS}
-    assert top == SMOKED, f"commands without a smoke test in tests/test_cli.py: {sorted(top - SMOKED)}; " \
-                          f"gone: {sorted(SMOKED - top)}"
+    assert top == SMOKED, (
+        f"commands without a smoke test in tests/test_cli.py: {sorted(top - SMOKED)}; gone: {sorted(SMOKED - top)}"
+    )
 
 
 @pytest.mark.parametrize("path", [(), *ALL_COMMANDS], ids=lambda p: " ".join(p) or "digitlab")
@@ -120,13 +138,16 @@ def test_summary_cnn(capsys):
     assert "Units." not in out  # torchinfo's enum is shown as (M)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["train", "--no-such-option"], "No such option: --no-such-option"),
-    (["train", "--epochs", "abc"], "Invalid value for '--epochs'"),
-    (["predict"], "Missing argument"),
-    (["no-such-command"], "No such command 'no-such-command'"),
-    (["bench", "--repeats", "0"], "Invalid value for '--repeats'"),  # 0 repeats once ran a bench anyway
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--no-such-option"], "No such option: --no-such-option"),
+        (["train", "--epochs", "abc"], "Invalid value for '--epochs'"),
+        (["predict"], "Missing argument"),
+        (["no-such-command"], "No such command 'no-such-command'"),
+        (["bench", "--repeats", "0"], "Invalid value for '--repeats'"),  # 0 repeats once ran a bench anyway
+    ],
+)
 def test_usage_errors_are_a_message_and_exit_code_2(capsys, argv, message):
     # typer 0.29 raises its own copy of click's exceptions; they once escaped main() as a traceback.
     assert main(argv) == 2
@@ -151,8 +172,24 @@ def test_data_info_mnist(mnist_dir, isolated_data_env, capsys, monkeypatch):
 
 def test_data_show_mnist(mnist_dir, isolated_data_env, tmp_path, capsys):
     out = tmp_path / "grid.png"
-    rc = main(["data", "show", "mnist", "--data-dir", str(mnist_dir), "--no-download", "--out", str(out),
-               "--count", "12", "--split", "test", "--seed", "3"])
+    rc = main(
+        [
+            "data",
+            "show",
+            "mnist",
+            "--data-dir",
+            str(mnist_dir),
+            "--no-download",
+            "--out",
+            str(out),
+            "--count",
+            "12",
+            "--split",
+            "test",
+            "--seed",
+            "3",
+        ]
+    )
     assert rc == 0
     assert f"wrote {out}" in capsys.readouterr().out
     with Image.open(out) as im:
@@ -178,8 +215,23 @@ def test_presets_are_all_smoked():
 @pytest.mark.parametrize("preset", MNIST_PRESETS)
 def test_train_dry_run_mnist_preset(preset, mnist_dir, isolated_data_env, tmp_path, capsys):
     want = apply_preset(RunConfig(), preset)
-    rc = main(["train", "--preset", preset, "--dry-run", *LIMITS, "--data-dir", str(mnist_dir), "--no-download",
-               "--runs-dir", str(tmp_path), "--name", preset, "-q"])
+    rc = main(
+        [
+            "train",
+            "--preset",
+            preset,
+            "--dry-run",
+            *LIMITS,
+            "--data-dir",
+            str(mnist_dir),
+            "--no-download",
+            "--runs-dir",
+            str(tmp_path),
+            "--name",
+            preset,
+            "-q",
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "final test accuracy" in out and f"run directory: {tmp_path / preset}" in out
@@ -202,8 +254,26 @@ def test_train_dry_run_mnist_preset(preset, mnist_dir, isolated_data_env, tmp_pa
 def test_eval_mnist_run(mnist_dir, isolated_data_env, tmp_path, capsys):
     """`eval RUN_DIR` reads best.pt and the run's data location; evaluates the full test set."""
     run = tmp_path / "r"
-    assert main(["train", "--preset", "seed002-mlp", "--dry-run", *LIMITS, "--data-dir", str(mnist_dir),
-                 "--no-download", "--runs-dir", str(tmp_path), "--name", "r", "-q"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "seed002-mlp",
+                "--dry-run",
+                *LIMITS,
+                "--data-dir",
+                str(mnist_dir),
+                "--no-download",
+                "--runs-dir",
+                str(tmp_path),
+                "--name",
+                "r",
+                "-q",
+            ]
+        )
+        == 0
+    )
     for f in EVAL_FILES:
         (run / f).unlink()
     capsys.readouterr()
@@ -232,10 +302,30 @@ def test_export_slims_a_checkpoint_that_still_predicts(mnist_dir, isolated_data_
     from digitlab.inference import predictor as predictor_mod
     from digitlab.inference.predictor import Predictor
 
-    assert main(["train", "--preset", "seed002-cnn", "--dry-run", *LIMITS, "--data-dir", str(mnist_dir),
-                 "--no-download", "--runs-dir", str(tmp_path), "--name", "r", "-q"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "seed002-cnn",
+                "--dry-run",
+                *LIMITS,
+                "--data-dir",
+                str(mnist_dir),
+                "--no-download",
+                "--runs-dir",
+                str(tmp_path),
+                "--name",
+                "r",
+                "-q",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "slim.pt"
-    assert main(["export", str(tmp_path / "r"), str(out), "--no-calibrate"]) == 0  # same probabilities (test_calibration)
+    assert (
+        main(["export", str(tmp_path / "r"), str(out), "--no-calibrate"]) == 0
+    )  # same probabilities (test_calibration)
     assert "wrote" in capsys.readouterr().out
     full, slim = load_checkpoint(tmp_path / "r" / "best.pt"), load_checkpoint(out)
     assert "optimizer" not in slim and "history" not in slim and slim["classes"] == full["classes"]
@@ -259,8 +349,22 @@ def test_train_dry_run_cifar_preset_then_eval(preset, tmp_path, isolated_data_en
     data_dir = tmp_path / "data"
     tiny_cifar(data_dir, n=8)  # 40 train, 8 test images
     runs = tmp_path / "runs"
-    rc = main(["train", "--preset", preset, "--dry-run", "--data-dir", str(data_dir), "--no-download",
-               "--runs-dir", str(runs), "--name", "c", "-q"])
+    rc = main(
+        [
+            "train",
+            "--preset",
+            preset,
+            "--dry-run",
+            "--data-dir",
+            str(data_dir),
+            "--no-download",
+            "--runs-dir",
+            str(runs),
+            "--name",
+            "c",
+            "-q",
+        ]
+    )
     assert rc == 0
     assert "final test accuracy" in capsys.readouterr().out
     ckpt = _run_files_ok(runs / "c")
@@ -282,8 +386,21 @@ def test_train_dry_run_cifar_preset_then_eval(preset, tmp_path, isolated_data_en
 def test_experiment_permuted(mnist_dir, isolated_data_env, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     out = tmp_path / "perm"
-    rc = main(["experiment", "permuted", "--data-dir", str(mnist_dir), "--no-download", "--limit-train", "1000",
-               "--limit-test", "500", "--out", str(out)])
+    rc = main(
+        [
+            "experiment",
+            "permuted",
+            "--data-dir",
+            str(mnist_dir),
+            "--no-download",
+            "--limit-train",
+            "1000",
+            "--limit-test",
+            "500",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "1000 train, 500 test images; 4 runs of 1 epoch(s)" in text
@@ -315,8 +432,22 @@ def _digit_folder(root: Path, per_class: dict[str, int]) -> Path:
 def test_image_folder_train_eval_predict(tmp_path, isolated_data_env, capsys):
     root = _digit_folder(tmp_path / "digit_data", {"train": 6, "test": 2})
     runs = tmp_path / "runs"
-    rc = main(["train", "--dataset", str(root), "--model", "cnn-004", "--epochs", "1", "--runs-dir", str(runs),
-               "--name", "f", "-q"])
+    rc = main(
+        [
+            "train",
+            "--dataset",
+            str(root),
+            "--model",
+            "cnn-004",
+            "--epochs",
+            "1",
+            "--runs-dir",
+            str(runs),
+            "--name",
+            "f",
+            "-q",
+        ]
+    )
     assert rc == 0
     assert f"run directory: {runs / 'f'}" in capsys.readouterr().out
     ckpt = _run_files_ok(runs / "f")

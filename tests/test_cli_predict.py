@@ -61,8 +61,16 @@ def test_errors_are_per_file_and_set_exit_code(tmp_path, capsys):
     good = seven(tmp_path / "good.png")
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "notes.jpg").write_text("hello")
-    code = main(["predict", str(good), str(tmp_path / "empty.png"), str(tmp_path / "missing.png"),
-                 str(tmp_path / "notes.jpg"), "--json"])
+    code = main(
+        [
+            "predict",
+            str(good),
+            str(tmp_path / "empty.png"),
+            str(tmp_path / "missing.png"),
+            str(tmp_path / "notes.jpg"),
+            "--json",
+        ]
+    )
     captured = capsys.readouterr()
     results = json.loads(captured.out)
     assert code == 1
@@ -108,4 +116,10 @@ def test_percent_never_rounds_a_probability_up_to_certainty():
     from digitlab.cli.predict import percent
 
     assert [percent(p) for p in (0.9999, 0.9995, 0.9994, 0.5, 0.0006, 0.0001)] == [
-        ">99.9%", ">99.9%", "99.9%", "50.0%", "0.1%", "<0.1%"]
+        ">99.9%",
+        ">99.9%",
+        "99.9%",
+        "50.0%",
+        "0.1%",
+        "<0.1%",
+    ]

@@ -33,8 +33,22 @@ def test_default_train_on_real_mnist_then_eval(tmp_path, mnist_dir, capsys):
 
 
 def test_eval_refuses_other_shape(tmp_path, mnist_dir, capsys):
-    rc = main(["train", "--dataset", "digits", "--model", "mlp", "--epochs", "1", "--runs-dir", str(tmp_path),
-               "--name", "d", "-q"])
+    rc = main(
+        [
+            "train",
+            "--dataset",
+            "digits",
+            "--model",
+            "mlp",
+            "--epochs",
+            "1",
+            "--runs-dir",
+            str(tmp_path),
+            "--name",
+            "d",
+            "-q",
+        ]
+    )
     assert rc == 0
     capsys.readouterr()
     rc = main(["eval", str(tmp_path / "d"), "--dataset", "mnist", "--data-dir", str(mnist_dir)])
@@ -72,10 +86,21 @@ def test_digits_trains_with_its_own_defaults_under_flags_and_presets(tmp_path, c
     assert state["metrics"]["test_acc"] >= 0.97  # 99.2-100% over 4 seeds; 84.7% with MNIST's 2 epochs of 128
 
 
-@pytest.mark.parametrize("flag,value", [
-    ("--epochs", "0"), ("--batch-size", "0"), ("--lr", "-1"), ("--lr", "0"), ("--width", "0"), ("--threads", "0"),
-    ("--val-fraction", "1.5"), ("--limit-train", "0"), ("--label-smoothing", "1"), ("--momentum", "1.2"),
-])
+@pytest.mark.parametrize(
+    "flag,value",
+    [
+        ("--epochs", "0"),
+        ("--batch-size", "0"),
+        ("--lr", "-1"),
+        ("--lr", "0"),
+        ("--width", "0"),
+        ("--threads", "0"),
+        ("--val-fraction", "1.5"),
+        ("--limit-train", "0"),
+        ("--label-smoothing", "1"),
+        ("--momentum", "1.2"),
+    ],
+)
 def test_out_of_range_numbers_are_refused_before_any_work(tmp_path, capsys, flag, value):
     """Each once ended in a traceback (ZeroDivisionError, torch's ValueError, a conv error) or, for
     --epochs 0, in a run that trained nothing and printed nan%; now one line naming the flag, exit 2."""
@@ -86,13 +111,29 @@ def test_out_of_range_numbers_are_refused_before_any_work(tmp_path, capsys, flag
     assert not any(tmp_path.iterdir())  # refused before a run directory was made
 
 
-@pytest.mark.parametrize("flag,value,valid", [
-    ("--preset", "nope", "seed000"), ("--model", "nope", "lenet5"), ("--dataset", "nope", "mnist"),
-    ("--optimizer", "nope", "adadelta"), ("--precision", "nope", "bf16"),
-])
+@pytest.mark.parametrize(
+    "flag,value,valid",
+    [
+        ("--preset", "nope", "seed000"),
+        ("--model", "nope", "lenet5"),
+        ("--dataset", "nope", "mnist"),
+        ("--optimizer", "nope", "adadelta"),
+        ("--precision", "nope", "bf16"),
+    ],
+)
 def test_unknown_names_list_the_valid_ones(tmp_path, capsys, flag, value, valid):
-    rc = main(["train", flag, value, "--runs-dir", str(tmp_path), "--dataset" if flag != "--dataset" else "--name",
-               "digits" if flag != "--dataset" else "x", "-q"])
+    rc = main(
+        [
+            "train",
+            flag,
+            value,
+            "--runs-dir",
+            str(tmp_path),
+            "--dataset" if flag != "--dataset" else "--name",
+            "digits" if flag != "--dataset" else "x",
+            "-q",
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err
     assert value in err and valid in err and "Traceback" not in err
@@ -113,8 +154,24 @@ def test_eval_on_non_checkpoint(tmp_path, capsys):
 
 def test_compile_dry_run_of_the_seed000_preset(tmp_path, capsys, cpp_compiler):
     """`--compile` works for a seed preset (seed 000's cnn: dropout, Adadelta); compile time is reported apart."""
-    rc = main(["train", "--preset", "seed000", "--dataset", "digits", "--compile", "--dry-run", "--device", "cpu",
-               "--runs-dir", str(tmp_path), "--name", "c", "-q"])
+    rc = main(
+        [
+            "train",
+            "--preset",
+            "seed000",
+            "--dataset",
+            "digits",
+            "--compile",
+            "--dry-run",
+            "--device",
+            "cpu",
+            "--runs-dir",
+            str(tmp_path),
+            "--name",
+            "c",
+            "-q",
+        ]
+    )
     assert rc == 0
     assert "compiling" in capsys.readouterr().out
     state = load_checkpoint(tmp_path / "c" / "last.pt")

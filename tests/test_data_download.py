@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_data_mnist import STEMS, idx_bytes
 
 from digitlab.data import load_dataset
 from digitlab.data.download import checksum_ok, download_dataset, download_file, mirrors_for
 from digitlab.errors import DigitlabError
+from test_data_mnist import STEMS, idx_bytes
 
 
 def md5(b: bytes) -> str:

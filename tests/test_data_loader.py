@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
@@ -65,7 +64,7 @@ def test_shift_is_a_true_translation():
     out = augment(x, "shift", gen())
     assert out.dtype == torch.uint8 and out.shape == x.shape
     for img in out[:, 0]:
-        (r, c), = (img == 200).nonzero().tolist()  # exactly one bright pixel, moved
+        ((r, c),) = (img == 200).nonzero().tolist()  # exactly one bright pixel, moved
         assert abs(r - 10) <= 2 and abs(c - 12) <= 2
         assert int((img > 0).sum()) == 1
     moved = [(img == 200).nonzero()[0].tolist() for img in out[:, 0]]

@@ -38,11 +38,34 @@ def _child_gets_sigint_by_default() -> None:
 
 
 def _start(runs: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "digitlab", "train", "--dataset", "digits", "--model", "mlp", "--epochs",
-           str(EPOCHS), "--threads", "1", "--runs-dir", str(runs), "--name", "r", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "digitlab",
+        "train",
+        "--dataset",
+        "digits",
+        "--model",
+        "mlp",
+        "--epochs",
+        str(EPOCHS),
+        "--threads",
+        "1",
+        "--runs-dir",
+        str(runs),
+        "--name",
+        "r",
+        "-q",
+    ]
     env = {**os.environ, "COLUMNS": "400"}  # the stderr hint on one line
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            preexec_fn=_child_gets_sigint_by_default)
+    return subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=_child_gets_sigint_by_default,
+    )
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float) -> None:

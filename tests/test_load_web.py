@@ -18,7 +18,7 @@ from PIL import Image
 
 from conftest import REPO
 from digitlab.web.app import create_app
-from test_web_api import _Answer, StandIn
+from test_web_api import StandIn, _Answer
 from test_web_browser import running
 
 
@@ -54,8 +54,12 @@ def test_canvas_png_is_what_a_browser_sends():
 
 def test_every_request_is_counted_once():
     png = L.canvas_png(np.zeros((28, 28), dtype=np.uint8))
-    payloads = [(L.predict_body(png), "7"), (L.predict_body(png), "7"), (L.predict_body(png), "1"),
-                (json.dumps({"image": "data:text/plain;base64,aGk="}).encode(), "7")]  # 415
+    payloads = [
+        (L.predict_body(png), "7"),
+        (L.predict_body(png), "7"),
+        (L.predict_body(png), "1"),
+        (json.dumps({"image": "data:text/plain;base64,aGk="}).encode(), "7"),
+    ]  # 415
     with running(create_app(AlwaysSeven())) as url:
         host, port = url.removeprefix("http://").split(":")
         stats, wall = asyncio.run(L.run_clients(host, int(port), payloads, clients=2, duration=30, max_requests=3))

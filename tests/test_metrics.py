@@ -57,15 +57,21 @@ def test_perfect_predictions():
 
 
 def test_most_confused_order_and_top5():
-    cm = np.array([
-        [9, 3, 0, 0],
-        [7, 9, 1, 2],
-        [0, 5, 9, 4],
-        [6, 0, 2, 9],
-    ])
+    cm = np.array(
+        [
+            [9, 3, 0, 0],
+            [7, 9, 1, 2],
+            [0, 5, 9, 4],
+            [6, 0, 2, 9],
+        ]
+    )
     pairs = most_confused(cm, ["w", "x", "y", "z"])
     assert [(p["true"], p["pred"], p["count"]) for p in pairs] == [
-        ("x", "w", 7), ("z", "w", 6), ("y", "x", 5), ("y", "z", 4), ("w", "x", 3)
+        ("x", "w", 7),
+        ("z", "w", 6),
+        ("y", "x", 5),
+        ("y", "z", 4),
+        ("w", "x", 3),
     ]
 
 

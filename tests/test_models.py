@@ -231,7 +231,9 @@ def test_seed_cnns_pool_before_relu_with_the_seeds_outputs_and_gradients(name):
 
     def pooled_first(m) -> bool:
         orders = [[type(c).__name__ for c in s] for s in m.modules() if isinstance(s, torch.nn.Sequential)]
-        return getattr(m, "pool_first", False) or any(a == "MaxPool2d" and b == "ReLU" for o in orders for a, b in zip(o, o[1:]))
+        return getattr(m, "pool_first", False) or any(
+            a == "MaxPool2d" and b == "ReLU" for o in orders for a, b in zip(o, o[1:])
+        )
 
     assert pooled_first(model) and not pooled_first(seed)  # digitlab's order, and the seed's put back
     x = torch.randn(8, 1, 28, 28)

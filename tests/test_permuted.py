@@ -54,7 +54,8 @@ def test_run_permuted_table():
         assert set(row) == {"normal", "permuted"}
         assert all(0.0 <= acc <= 1.0 for acc in row.values())
     assert result["params"]["cnn-small"] == sum(
-        p.numel() for p in create_model("cnn-small", num_classes=4, image_size=16).parameters())
+        p.numel() for p in create_model("cnn-small", num_classes=4, image_size=16).parameters()
+    )
     # The mlp width is chosen so both models have about the same number of parameters.
     assert abs(result["params"]["mlp"] - result["params"]["cnn-small"]) < 0.1 * result["params"]["cnn-small"]
     assert result["n_train"] == 240 and result["n_test"] == 60

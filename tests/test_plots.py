@@ -23,8 +23,16 @@ def history(n=3, with_gaps=False):
     rows = []
     for e in range(1, n + 1):
         test = None if with_gaps and e % 2 else 1 - 0.5 / e
-        rows.append({"epoch": e, "train_loss": 1 / e, "train_acc": 1 - 0.6 / e,
-                     "test_loss": None if test is None else 1.1 / e, "test_acc": test, "time": 1.5 * e})
+        rows.append(
+            {
+                "epoch": e,
+                "train_loss": 1 / e,
+                "train_acc": 1 - 0.6 / e,
+                "test_loss": None if test is None else 1.1 / e,
+                "test_acc": test,
+                "time": 1.5 * e,
+            }
+        )
     return rows
 
 
@@ -56,8 +64,9 @@ def test_plot_bars(tmp_path):
 @pytest.mark.parametrize("channels", [1, 3])
 def test_image_grid(tmp_path, channels):
     images = torch.randint(0, 256, (23, channels, 28, 28), dtype=torch.uint8)
-    path = save_image_grid(images, [f"{i}" for i in range(23)], tmp_path / "g.png", ncols=10,
-                           title="grid", title_colors=["red"] * 23)
+    path = save_image_grid(
+        images, [f"{i}" for i in range(23)], tmp_path / "g.png", ncols=10, title="grid", title_colors=["red"] * 23
+    )
     assert_png(path, (600, 250))
 
 

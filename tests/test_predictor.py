@@ -183,7 +183,9 @@ def test_best_reading_splits_and_joins_only_when_the_model_is_clearly_surer():
 def test_wide_single_digits_are_not_split(shipped, mnist_test):
     """Wide MNIST digits (an aspect over 1) as drawings: still one digit each."""
     x, y = mnist_test
-    wide = [i for i in range(2000) if np.ptp(np.nonzero(x[i].max(0) > 50)[0]) > np.ptp(np.nonzero(x[i].max(1) > 50)[0])][:30]
+    wide = [
+        i for i in range(2000) if np.ptp(np.nonzero(x[i].max(0) > 50)[0]) > np.ptp(np.nonzero(x[i].max(1) > 50)[0])
+    ][:30]
     ok = sum(shipped.predict(Image.fromarray(255 - x[i]).resize((280, 280))).text == str(y[i]) for i in wide)
     assert len(wide) == 30 and ok >= 28
 

@@ -15,14 +15,16 @@ CLASSES = ["a", "b", "c"]
 def toy():
     # Samples 1, 4, 5 are wrong, with confidence 0.6, 0.9 and 0.7 in their wrong prediction.
     y = torch.tensor([0, 0, 1, 1, 2, 2])
-    probs = torch.tensor([
-        [0.8, 0.1, 0.1],
-        [0.3, 0.6, 0.1],  # a -> b (0.6)
-        [0.1, 0.8, 0.1],
-        [0.2, 0.7, 0.1],
-        [0.05, 0.05, 0.9],
-        [0.7, 0.1, 0.2],  # c -> a (0.7)
-    ])
+    probs = torch.tensor(
+        [
+            [0.8, 0.1, 0.1],
+            [0.3, 0.6, 0.1],  # a -> b (0.6)
+            [0.1, 0.8, 0.1],
+            [0.2, 0.7, 0.1],
+            [0.05, 0.05, 0.9],
+            [0.7, 0.1, 0.2],  # c -> a (0.7)
+        ]
+    )
     probs[4] = torch.tensor([0.05, 0.9, 0.05])  # c -> b (0.9)
     images = torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8)
     return y, probs, images
@@ -38,7 +40,9 @@ def test_write_report_files_and_errors(tmp_path):
     assert m["accuracy"] == 0.5
     assert m["n_errors"] == 3
     assert [(e["index"], e["true"], e["pred"], e["p"]) for e in m["worst_errors"]] == [
-        (4, "c", "b", 0.9), (5, "c", "a", 0.7), (1, "a", "b", 0.6)
+        (4, "c", "b", 0.9),
+        (5, "c", "a", 0.7),
+        (1, "a", "b", 0.6),
     ]
     assert json.loads((out / "eval.json").read_text()) == m
     text = (out / "report.txt").read_text()

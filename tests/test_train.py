@@ -75,8 +75,17 @@ def test_each_optimizer_learns(tmp_path, opt):
 def test_run_directory_contents(tmp_path):
     res = train(cfg_for(tmp_path, epochs=2), data=tiny_data(), quiet=True)
     run = res.run_dir
-    for f in ("config.json", "metrics.csv", "last.pt", "best.pt", "curves.png", "confusion.png", "errors.png",
-              "report.txt", "eval.json"):
+    for f in (
+        "config.json",
+        "metrics.csv",
+        "last.pt",
+        "best.pt",
+        "curves.png",
+        "confusion.png",
+        "errors.png",
+        "report.txt",
+        "eval.json",
+    ):
         assert (run / f).exists(), f
     lines = (run / "metrics.csv").read_text().splitlines()
     assert len(lines) == 3 and lines[0].startswith("epoch,lr,train_loss,train_acc,test_loss,test_acc")
@@ -170,13 +179,36 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     """torchrun with 2 CPU processes (gloo): one run directory, one final line, a usable checkpoint."""
     import subprocess
     import sys
-
     import warnings
 
     def run(name: str) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "digitlab",
-               "train", "--dataset", "digits", "--model", "mlp", "--width", "32", "--epochs", "3", "--batch-size",
-               "32", "--lr", "0.1", "--runs-dir", str(tmp_path), "--name", name, "-q"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "digitlab",
+            "train",
+            "--dataset",
+            "digits",
+            "--model",
+            "mlp",
+            "--width",
+            "32",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "32",
+            "--lr",
+            "0.1",
+            "--runs-dir",
+            str(tmp_path),
+            "--name",
+            name,
+            "-q",
+        ]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
     name, out = "ddp", run("ddp")
@@ -255,8 +287,9 @@ def test_compiled_step_hides_only_dynamos_profiler_note():
     compiled_step(opt)
     logger = logging.getLogger("torch._dynamo.variables.ctx_manager")
     assert _NO_PROFILER_NOTE in logger.filters
-    note = logger.makeRecord(logger.name, logging.WARNING, __file__, 1,
-                             "Profiler record function %s will be ignored", ("f",), None)
+    note = logger.makeRecord(
+        logger.name, logging.WARNING, __file__, 1, "Profiler record function %s will be ignored", ("f",), None
+    )
     other = logger.makeRecord(logger.name, logging.WARNING, __file__, 1, "graph break in %s", ("f",), None)
     assert not logger.filter(note) and logger.filter(other)
 
@@ -280,4 +313,6 @@ def test_tta_at_the_final_evaluation_only_after_augmented_training(tmp_path):
     assert trained_with_tta(load_checkpoint(tmp_path / "b" / "run" / "last.pt"))  # `digitlab eval` follows it
     assert not trained_with_tta(load_checkpoint(tmp_path / "a" / "run" / "last.pt"))
     final_loss = shifted.history[-1]["test_loss"]
-    assert final_loss == pytest.approx(with_views.loss, rel=1e-4) and final_loss != pytest.approx(without.loss, rel=1e-4)
+    assert final_loss == pytest.approx(with_views.loss, rel=1e-4) and final_loss != pytest.approx(
+        without.loss, rel=1e-4
+    )

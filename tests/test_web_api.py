@@ -58,7 +58,9 @@ def canvas_drawing(digit: np.ndarray) -> Image.Image:
 def paper_row(digits: list[np.ndarray]) -> Image.Image:
     """Several digits written in a row with dark ink on light paper, like a scan (4x scale)."""
     ink = [255 - np.pad(d, 4) for d in digits]  # (36, 36) each, dark on light
-    row = np.concatenate([np.full((36, 12), 255, np.uint8)] + [np.hstack([d, np.full((36, 12), 255, np.uint8)]) for d in ink], axis=1)
+    row = np.concatenate(
+        [np.full((36, 12), 255, np.uint8)] + [np.hstack([d, np.full((36, 12), 255, np.uint8)]) for d in ink], axis=1
+    )
     row = np.pad(row, ((10, 10), (0, 0)), constant_values=255)
     return Image.fromarray(row).resize((row.shape[1] * 4, row.shape[0] * 4), Image.BILINEAR)
 
@@ -79,9 +81,18 @@ def image_checkpoint(tmp_path_factory):
     """An (untrained) RGB image-classification checkpoint, like a CIFAR-10 or image-folder run."""
     args = {"num_classes": 3, "in_channels": 3, "image_size": 32}
     model = create_model("mlp", **args)
-    ckpt = {"model_name": "mlp", "model_args": args, "state_dict": model.state_dict(),
-            "classes": ["airplane", "cat", "ship"], "channels": 3, "image_size": 32,
-            "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "dataset": "my-photos", "task": "images"}
+    ckpt = {
+        "model_name": "mlp",
+        "model_args": args,
+        "state_dict": model.state_dict(),
+        "classes": ["airplane", "cat", "ship"],
+        "channels": 3,
+        "image_size": 32,
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.25, 0.25, 0.25],
+        "dataset": "my-photos",
+        "task": "images",
+    }
     return save_checkpoint(tmp_path_factory.mktemp("image-model") / "best.pt", ckpt)
 
 
@@ -116,8 +127,15 @@ class _Answer:
 class StandIn:
     """Follows the Predictor contract; ``behaviour(image)`` decides what predict does."""
 
-    info = {"name": "stand-in", "classes": [str(i) for i in range(10)], "task": "digits",
-            "channels": 1, "image_size": 28, "accuracy": None, "dataset": "mnist"}
+    info = {
+        "name": "stand-in",
+        "classes": [str(i) for i in range(10)],
+        "task": "digits",
+        "channels": 1,
+        "image_size": 28,
+        "accuracy": None,
+        "dataset": "mnist",
+    }
 
     def __init__(self, behaviour=None) -> None:
         self.behaviour = behaviour or (lambda image: None)
@@ -164,7 +182,9 @@ def test_page_is_served_from_the_package_and_loads_nothing_from_elsewhere(client
 
 
 def test_no_cross_origin_access(client):
-    r = client.options("/api/predict", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+    r = client.options(
+        "/api/predict", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+    )
     assert "access-control-allow-origin" not in r.headers
     r = client.get("/api/model", headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in r.headers
@@ -358,7 +378,9 @@ def test_a_bug_is_a_json_500_without_details():
         raise RuntimeError("secret /home/user/path in a stack frame")
 
     c = TestClient(create_app(StandIn(crash)), raise_server_exceptions=False)
-    error = assert_json_error(c.post("/api/predict", content=png(Image.new("L", (8, 8))), headers={"Content-Type": "image/png"}), 500)
+    error = assert_json_error(
+        c.post("/api/predict", content=png(Image.new("L", (8, 8))), headers={"Content-Type": "image/png"}), 500
+    )
     assert "secret" not in error
 
 
@@ -407,7 +429,9 @@ def test_prediction_processes_answer_as_threads_do(client, mnist_test):
 def test_a_dead_prediction_process_is_replaced():
     app = create_app(DiesOn13x13(), processes=1)
     with TestClient(app, raise_server_exceptions=False) as c:
-        post = lambda size: c.post("/api/predict", content=png(Image.new("L", size)), headers={"Content-Type": "image/png"})  # noqa: E731
+        post = lambda size: c.post(
+            "/api/predict", content=png(Image.new("L", size)), headers={"Content-Type": "image/png"}
+        )  # noqa: E731
         assert_json_error(post((13, 13)), 500)
         assert post((8, 8)).status_code == 200
 
@@ -452,13 +476,16 @@ def test_serve_with_prediction_processes_reads_a_digit(mnist_test):
         deadline = time.monotonic() + 90
         while True:
             try:
-                request = urllib.request.Request(f"http://127.0.0.1:{port}/api/predict", data=body,
-                                                 headers={"Content-Type": "application/json"})
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/api/predict", data=body, headers={"Content-Type": "application/json"}
+                )
                 with urllib.request.urlopen(request, timeout=10) as r:
                     assert json.load(r)["text"] == "3"
                     break
             except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "no answer"
+                assert proc.poll() is None and time.monotonic() < deadline, (
+                    proc.stderr.read() if proc.poll() else "no answer"
+                )
                 time.sleep(0.3)
     finally:
         proc.terminate()

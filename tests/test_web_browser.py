@@ -131,8 +131,14 @@ def sent_image(body: str):
 
 def test_draw_undo_clear_then_upload(page, tmp_path, mnist_test):
     sent: list[str] = []
-    page.on("request", lambda r: r.url.endswith("/api/predict") and (r.headers.get("content-type") == "application/json")
-            and sent.append(r.post_data))
+    page.on(
+        "request",
+        lambda r: (
+            r.url.endswith("/api/predict")
+            and (r.headers.get("content-type") == "application/json")
+            and sent.append(r.post_data)
+        ),
+    )
     # A '7': a bar along the top, then down to the bottom left, in one stroke.
     stroke(page, [(0.25, 0.22), (0.75, 0.22), (0.42, 0.82)])
     wait_for_label(page, "7")

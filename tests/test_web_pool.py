@@ -20,8 +20,9 @@ class SaysItsWidth:
     def predict(self, image, top_k=3, multi=True, include_input=False):
         if image.size[0] >= 50:
             time.sleep(1.0)
-        return _Answer({"source": None, "status": "ok", "text": str(image.size[0]), "items": [], "error": None,
-                        "elapsed_ms": 0.0})
+        return _Answer(
+            {"source": None, "status": "ok", "text": str(image.size[0]), "items": [], "error": None, "elapsed_ms": 0.0}
+        )
 
 
 def image(width: int) -> bytes:

@@ -29,8 +29,14 @@ from digitlab.data.base import ImageData
 
 TARGETS = (0.99, 0.995)
 SEED_MODELS = ("cnn", "cnn-k", "cnn-004", "cnn-small", "lenet5", "mlp")  # the MNIST seeds
-SEED_PRESET = {"cnn": "seed000", "cnn-k": "seed001", "cnn-004": "seed004", "cnn-small": "seed002-cnn",
-               "lenet5": "seed003", "mlp": "seed002-mlp"}
+SEED_PRESET = {
+    "cnn": "seed000",
+    "cnn-k": "seed001",
+    "cnn-004": "seed004",
+    "cnn-small": "seed002-cnn",
+    "lenet5": "seed003",
+    "mlp": "seed002-mlp",
+}
 REF_BATCH = 64  # the seeds' DataLoader batch size
 
 
@@ -52,8 +58,9 @@ def _time_to(history: list[dict], target: float) -> float | None:
     return None
 
 
-def time_to_accuracy(data: ImageData, preset: str, repeats: int, *, device: str, quick: bool,
-                     compile: bool = False) -> dict:
+def time_to_accuracy(
+    data: ImageData, preset: str, repeats: int, *, device: str, quick: bool, compile: bool = False
+) -> dict:
     """Train a preset through the engine's ``train()`` ``repeats`` times (seeds 0..n-1).
 
     With ``compile``, compiling happens before the clock; ``compile_seconds`` reports it apart.
@@ -69,14 +76,24 @@ def time_to_accuracy(data: ImageData, preset: str, repeats: int, *, device: str,
             if quick:
                 cfg.train.epochs, cfg.train.dry_run = 1, True  # 3 batches, then the evaluation
             res = train(cfg, data=data, quiet=True)
-            runs.append({"seed": seed, "final_acc": res.final_acc, "train_seconds": res.train_seconds,
-                         "compile_seconds": res.compile_seconds,
-                         **{f"time_to_{t:.3f}": _time_to(res.history, t) for t in TARGETS},
-                         "history": [{k: r[k] for k in ("epoch", "test_acc", "elapsed")} for r in res.history]})
-    out = {"preset": preset, "compile": compile, "runs": runs,
-           "final_acc": spread([r["final_acc"] for r in runs]),
-           "train_seconds": spread([r["train_seconds"] for r in runs]),
-           "compile_seconds": spread([r["compile_seconds"] for r in runs])}
+            runs.append(
+                {
+                    "seed": seed,
+                    "final_acc": res.final_acc,
+                    "train_seconds": res.train_seconds,
+                    "compile_seconds": res.compile_seconds,
+                    **{f"time_to_{t:.3f}": _time_to(res.history, t) for t in TARGETS},
+                    "history": [{k: r[k] for k in ("epoch", "test_acc", "elapsed")} for r in res.history],
+                }
+            )
+    out = {
+        "preset": preset,
+        "compile": compile,
+        "runs": runs,
+        "final_acc": spread([r["final_acc"] for r in runs]),
+        "train_seconds": spread([r["train_seconds"] for r in runs]),
+        "compile_seconds": spread([r["compile_seconds"] for r in runs]),
+    }
     for t in TARGETS:
         hit = [r[f"time_to_{t:.3f}"] for r in runs]
         out[f"time_to_{t:.3f}"] = spread(hit) if all(h is not None for h in hit) else None
@@ -117,8 +134,12 @@ def command_wall(args: list[str], repeats: int, *, cold_compile_cache: bool = Fa
             raise RuntimeError(f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
         kb = [line.split("=", 1)[1] for line in proc.stderr.splitlines() if line.startswith("PEAK_RSS_KB=")]
         rss.append(int(kb[-1]) / 1024 if kb else float("nan"))
-    return {"command": "digitlab " + " ".join(args), "wall_seconds": spread(walls), "peak_rss_mb": spread(rss),
-            "cold_compile_cache": cold_compile_cache}
+    return {
+        "command": "digitlab " + " ".join(args),
+        "wall_seconds": spread(walls),
+        "peak_rss_mb": spread(rss),
+        "cold_compile_cache": cold_compile_cache,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,8 +195,15 @@ def reference_throughput(model_name: str, data: ImageData, steps: int) -> float:
     return seen / (time.perf_counter() - t0)
 
 
-def seed_step(model_name: str, data: ImageData, *, precision: str, compile: bool = False,
-              batch_size: int = REF_BATCH, device: str = "cpu"):
+def seed_step(
+    model_name: str,
+    data: ImageData,
+    *,
+    precision: str,
+    compile: bool = False,
+    batch_size: int = REF_BATCH,
+    device: str = "cpu",
+):
     """One training step of digitlab's engine path for a seed model (its preset's optimizer, the given batch).
 
     Returns ``(step, compile_seconds)``; ``step()`` trains on the next batch and returns its size. With
@@ -235,8 +263,16 @@ def images_per_second(step, steps: int, device: str = "cpu") -> float:
     return seen / (time.perf_counter() - t0)
 
 
-def fast_throughput(model_name: str, data: ImageData, steps: int, *, precision: str, compile: bool = False,
-                    batch_size: int = REF_BATCH, device: str = "cpu") -> float:
+def fast_throughput(
+    model_name: str,
+    data: ImageData,
+    steps: int,
+    *,
+    precision: str,
+    compile: bool = False,
+    batch_size: int = REF_BATCH,
+    device: str = "cpu",
+) -> float:
     """Images/s of digitlab's engine path (same model, optimizer and batch size as the seed)."""
     step, _ = seed_step(model_name, data, precision=precision, compile=compile, batch_size=batch_size, device=device)
     return images_per_second(step, steps, device)
@@ -247,8 +283,9 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-def throughput(data: ImageData, repeats: int, steps: int, *, device: str, models=SEED_MODELS,
-               compile: bool = False) -> dict:
+def throughput(
+    data: ImageData, repeats: int, steps: int, *, device: str, models=SEED_MODELS, compile: bool = False
+) -> dict:
     """The reference and digitlab's paths for each seed model, in turn, ``repeats`` times; ratios of the medians.
 
     digitlab's paths: fp32; bf16 where the hardware computes it (emulated bf16 is ~10x slower, so it is
@@ -323,17 +360,33 @@ def inference(data: ImageData, repeats: int, *, quick: bool) -> dict:
         model(normalize(data.test_x[i % len(data.test_x)][None], data.mean, data.std))  # (1, 1, 28, 28)
         if i >= 10:
             lat.append((time.perf_counter() - t0) * 1000)
-    return {"model": m.model, "batch_1000_images_per_s": batch_rates,
-            "single_image_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
-                                "samples": n, "precision": "fp32"}}
+    return {
+        "model": m.model,
+        "batch_1000_images_per_s": batch_rates,
+        "single_image_ms": {
+            "p50": float(np.percentile(lat, 50)),
+            "p99": float(np.percentile(lat, 99)),
+            "samples": n,
+            "precision": "fp32",
+        },
+    }
 
 
 # ---------------------------------------------------------------------------------------------
 # the whole benchmark
 
 
-def run_bench(*, quick: bool = False, repeats: int = 3, out_dir: str | Path = "bench", data_dir: str | None = None,
-              device: str = "cpu", compile: bool | None = None, argv: list[str] | None = None, log=print) -> dict:
+def run_bench(
+    *,
+    quick: bool = False,
+    repeats: int = 3,
+    out_dir: str | Path = "bench",
+    data_dir: str | None = None,
+    device: str = "cpu",
+    compile: bool | None = None,
+    argv: list[str] | None = None,
+    log=print,
+) -> dict:
     """Run every section and write ``bench.json`` into ``out_dir``; returns the result dict.
 
     ``compile`` (default: on unless ``quick``) adds torch.compile measurements: the fast recipe's time to
@@ -350,11 +403,16 @@ def run_bench(*, quick: bool = False, repeats: int = 3, out_dir: str | Path = "b
     if quick:
         data = data.subset(2000, 500)
     steps = 3 if quick else 60
-    result: dict = {"quick": quick, "repeats": repeats, "device": device, "compile": compile,
-                    "command": "digitlab " + " ".join(argv if argv is not None else sys.argv[1:]),
-                    "provenance": provenance(),
-                    "clock": "time to accuracy: first training step to the end of the evaluation that reached it, "
-                             "data already in memory (TrainResult.history[].elapsed)"}
+    result: dict = {
+        "quick": quick,
+        "repeats": repeats,
+        "device": device,
+        "compile": compile,
+        "command": "digitlab " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "provenance": provenance(),
+        "clock": "time to accuracy: first training step to the end of the evaluation that reached it, "
+        "data already in memory (TrainResult.history[].elapsed)",
+    }
 
     result["load_average"] = {"start": os.getloadavg()}  # 1/5/15-minute load; above ~2.5 others shared the 2 cores
 
@@ -369,8 +427,9 @@ def run_bench(*, quick: bool = False, repeats: int = 3, out_dir: str | Path = "b
         result["time_to_accuracy"][preset] = time_to_accuracy(data, preset, repeats, device=device, quick=quick)
         save(preset)
     if compile:
-        result["time_to_accuracy"]["fast --compile"] = time_to_accuracy(data, "fast", repeats, device=device,
-                                                                        quick=quick, compile=True)
+        result["time_to_accuracy"]["fast --compile"] = time_to_accuracy(
+            data, "fast", repeats, device=device, quick=quick, compile=True
+        )
         save("fast --compile")
     with tempfile.TemporaryDirectory(prefix="digitlab-bench-cmd-") as tmp:
         args = ["train", "--runs-dir", tmp, "--device", device, "-q"]
@@ -385,17 +444,19 @@ def run_bench(*, quick: bool = False, repeats: int = 3, out_dir: str | Path = "b
     save("command_wall")
 
     log("2/4 training throughput vs the seed-style reference")
-    result["throughput"] = throughput(data, repeats, steps, device=device, compile=compile,
-                                      models=("cnn",) if quick else SEED_MODELS)
+    result["throughput"] = throughput(
+        data, repeats, steps, device=device, compile=compile, models=("cnn",) if quick else SEED_MODELS
+    )
     save("throughput")
     log("3/4 inference")
     result["inference"] = inference(data, repeats, quick=quick)
     save("inference")
     log("4/4 memory")
-    result["memory"] = {"default_train_peak_rss_mb": result["command_wall"]["peak_rss_mb"],
-                        "bench_process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    result["memory"] = {
+        "default_train_peak_rss_mb": result["command_wall"]["peak_rss_mb"],
+        "bench_process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
     if torch.cuda.is_available() and device.startswith("cuda"):
         result["memory"]["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     save()
     return result
-

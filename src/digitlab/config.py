@@ -69,7 +69,7 @@ class RunConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunConfig":
+    def from_dict(cls, d: dict) -> RunConfig:
         return cls(
             data=DataConfig(**d.get("data", {})),
             model=ModelConfig(**d.get("model", {})),
@@ -84,11 +84,21 @@ def field_names(cls: type) -> list[str]:
 
 # (section, field, lowest, highest, whether the lowest is allowed); None values are always allowed.
 _RANGES = [
-    ("train", "epochs", 1, None, True), ("train", "batch_size", 1, None, True), ("train", "lr", 0, None, False),
-    ("train", "momentum", 0, 1, True), ("train", "weight_decay", 0, None, True), ("train", "gamma", 0, None, False),
-    ("train", "warmup", 0, 1, True), ("train", "label_smoothing", 0, 1, True), ("train", "eval_every", 1, None, True),
-    ("train", "threads", 1, None, True), ("model", "width", 1, None, True), ("data", "val_fraction", 0, 1, True),
-    ("data", "limit_train", 1, None, True), ("data", "limit_test", 1, None, True), ("data", "image_size", 1, None, True),
+    ("train", "epochs", 1, None, True),
+    ("train", "batch_size", 1, None, True),
+    ("train", "lr", 0, None, False),
+    ("train", "momentum", 0, 1, True),
+    ("train", "weight_decay", 0, None, True),
+    ("train", "gamma", 0, None, False),
+    ("train", "warmup", 0, 1, True),
+    ("train", "label_smoothing", 0, 1, True),
+    ("train", "eval_every", 1, None, True),
+    ("train", "threads", 1, None, True),
+    ("model", "width", 1, None, True),
+    ("data", "val_fraction", 0, 1, True),
+    ("data", "limit_train", 1, None, True),
+    ("data", "limit_test", 1, None, True),
+    ("data", "image_size", 1, None, True),
 ]
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from digitlab.cli.app import app
-from digitlab.errors import DigitlabError
-
 # Explicit imports: each module registers its commands on `app`.
 from digitlab.cli import bench, data, experiment, export, models, predict, serve, train  # noqa: E402,F401
+from digitlab.cli.app import app
+from digitlab.errors import DigitlabError
 
 
 def main(argv: list[str] | None = None) -> int:

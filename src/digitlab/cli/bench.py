@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -23,32 +22,41 @@ def _fmt(s: dict | None, unit: str = "", digits: int = 1) -> str:
 
 def render(result: dict) -> Table:
     """The bench result as one Rich table: medians with the min-max spread."""
-    table = Table(title=f"digitlab bench ({'quick, ' if result['quick'] else ''}{result['repeats']} repeats, "
-                        f"{result['provenance']['cpu']}, {result['provenance']['torch_threads']} threads)")
+    table = Table(
+        title=f"digitlab bench ({'quick, ' if result['quick'] else ''}{result['repeats']} repeats, "
+        f"{result['provenance']['cpu']}, {result['provenance']['torch_threads']} threads)"
+    )
     table.add_column("measure")
     table.add_column("median (min-max)", justify="right")
     for preset, r in result["time_to_accuracy"].items():
-        table.add_row(f"{preset}: final test accuracy", _fmt({k: 100 * v for k, v in r["final_acc"].items()
-                                                              if k != "values"}, "%", 2))
+        table.add_row(
+            f"{preset}: final test accuracy",
+            _fmt({k: 100 * v for k, v in r["final_acc"].items() if k != "values"}, "%", 2),
+        )
         table.add_row(f"{preset}: train seconds", _fmt(r["train_seconds"], " s"))
         if r.get("compile"):
             table.add_row(f"{preset}: compile seconds (before the clock)", _fmt(r["compile_seconds"], " s"))
         for t in ("0.990", "0.995"):
-            table.add_row(f"{preset}: time to {100 * float(t):.1f}% ({r[f'reached_{t}']}/{len(r['runs'])} runs)",
-                          _fmt(r[f"time_to_{t}"], " s"))
+            table.add_row(
+                f"{preset}: time to {100 * float(t):.1f}% ({r[f'reached_{t}']}/{len(r['runs'])} runs)",
+                _fmt(r[f"time_to_{t}"], " s"),
+            )
     cw = result["command_wall"]
     table.add_row("`digitlab train` wall time", _fmt(cw["wall_seconds"], " s"))
     table.add_row("`digitlab train` peak RSS", _fmt(cw["peak_rss_mb"], " MB", 0))
     if "command_wall_compile" in result:
-        table.add_row("`digitlab train --compile` wall time (cold cache)",
-                      _fmt(result["command_wall_compile"]["wall_seconds"], " s"))
+        table.add_row(
+            "`digitlab train --compile` wall time (cold cache)",
+            _fmt(result["command_wall_compile"]["wall_seconds"], " s"),
+        )
     for name, r in result["throughput"].items():
         table.add_row(f"{name}: reference img/s", _fmt(r["reference"], "", 0))
         for path in ("fp32", "bf16", "compiled"):
             if r.get(f"digitlab_{path}") is not None:
                 label = f"compiled {r['compiled_precision']}" if path == "compiled" else path
-                table.add_row(f"{name}: digitlab {label} img/s (x{r[f'ratio_{path}']:.2f})",
-                              _fmt(r[f"digitlab_{path}"], "", 0))
+                table.add_row(
+                    f"{name}: digitlab {label} img/s (x{r[f'ratio_{path}']:.2f})", _fmt(r[f"digitlab_{path}"], "", 0)
+                )
         if r.get("bf16_skipped"):
             table.add_row(f"{name}: digitlab bf16", "skipped: no native bf16 on this CPU")
         if r.get("compile_seconds") is not None:
@@ -66,15 +74,26 @@ def bench(
     quick: bool = typer.Option(False, "--quick", help="A tiny smoke run (subset, few batches, 1 repeat) for CI."),
     repeats: int = typer.Option(3, min=1, help="Repetitions of each measurement; medians and spread are reported."),
     out: str = typer.Option("bench", "--out", help="Directory for bench.json."),
-    data_dir: Optional[str] = typer.Option(None, help="Where the MNIST files are (default: $DIGITLAB_DATA, then the cache)."),
+    data_dir: str | None = typer.Option(
+        None, help="Where the MNIST files are (default: $DIGITLAB_DATA, then the cache)."
+    ),
     device: str = typer.Option("cpu", help="cpu or cuda."),
-    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile",
-                                           help="Also measure torch.compile (default: yes, except with --quick)."),
+    compile: bool | None = typer.Option(
+        None, "--compile/--no-compile", help="Also measure torch.compile (default: yes, except with --quick)."
+    ),
 ) -> None:
     """Time to 99.0%/99.5%, training throughput vs a seed-style loop, inference latency, peak memory."""
     from digitlab.bench import run_bench
 
-    result = run_bench(quick=quick, repeats=repeats, out_dir=out, data_dir=data_dir, device=device, compile=compile,
-                       argv=sys.argv[1:], log=lambda m: console.print(f"[dim]{m}[/]"))
+    result = run_bench(
+        quick=quick,
+        repeats=repeats,
+        out_dir=out,
+        data_dir=data_dir,
+        device=device,
+        compile=compile,
+        argv=sys.argv[1:],
+        log=lambda m: console.print(f"[dim]{m}[/]"),
+    )
     console.print(render(result))
     console.print(f"written {out}/bench.json", highlight=False)

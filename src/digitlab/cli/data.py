@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -27,11 +26,11 @@ def _slug(name: str) -> str:
 @data_app.command("show")
 def show(
     dataset: str = typer.Argument(..., help=DATASET_HELP),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
-    out: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default: <dataset>-<split>.png)."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    out: Path | None = typer.Option(None, "--out", help="PNG to write (default: <dataset>-<split>.png)."),
     count: int = typer.Option(20, "--count", min=1, max=400, help="How many images."),
     split: str = typer.Option("train", "--split", help="train or test."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random images with this seed (default: the first)."),
+    seed: int | None = typer.Option(None, "--seed", help="Random images with this seed (default: the first)."),
     download: bool = typer.Option(True, "--download/--no-download", help="Fetch missing files."),
 ) -> None:
     """Save a labelled grid of sample images."""
@@ -58,7 +57,7 @@ def show(
 @data_app.command("info")
 def info(
     dataset: str = typer.Argument(..., help=DATASET_HELP),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     download: bool = typer.Option(True, "--download/--no-download", help="Fetch missing files."),
 ) -> None:
     """Print sizes, classes, normalisation and where the files were found."""
@@ -92,7 +91,7 @@ def info(
 @data_app.command("download")
 def download(
     dataset: str = typer.Argument(..., help="mnist, fashion-mnist or cifar10"),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Download into this folder (default: cache)."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Download into this folder (default: cache)."),
 ) -> None:
     """Fetch a dataset's files from the official mirrors (md5-checked)."""
     from digitlab.data import canonical_name, list_datasets

@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import json
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -96,8 +95,9 @@ def save_explanation(pred, path: Path, classes: list[str]) -> None:
 
     original = load_image(pred.source)
     n = max(1, len(pred.items))
-    fig, axes = plt.subplots(2, n + 1, figsize=(2.6 * (n + 1), 5.2), squeeze=False,
-                             gridspec_kw={"height_ratios": [1, 1]})
+    fig, axes = plt.subplots(
+        2, n + 1, figsize=(2.6 * (n + 1), 5.2), squeeze=False, gridspec_kw={"height_ratios": [1, 1]}
+    )
     ax = axes[0][0]
     ax.imshow(np.asarray(original.convert("RGB")))
     for it in pred.items:
@@ -131,12 +131,16 @@ def save_explanation(pred, path: Path, classes: list[str]) -> None:
 
 @app.command()
 def predict(
-    images: List[str] = typer.Argument(..., help="Image files, folders (searched recursively) or glob patterns."),
-    model: Optional[str] = typer.Option(None, "--model", help="A checkpoint or run folder (default: the shipped digit model)."),
+    images: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) or glob patterns."),
+    model: str | None = typer.Option(
+        None, "--model", help="A checkpoint or run folder (default: the shipped digit model)."
+    ),
     top_k: int = typer.Option(3, "--top-k", min=1, help="How many best classes to list."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
     single: bool = typer.Option(False, "--single", help="Read all ink as one digit (no multi-digit segmentation)."),
-    explain: Optional[Path] = typer.Option(None, "--explain", help="Save original, model input(s) and probabilities to this PNG."),
+    explain: Path | None = typer.Option(
+        None, "--explain", help="Save original, model input(s) and probabilities to this PNG."
+    ),
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Digits per model call."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N, mps."),
 ) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -23,17 +22,26 @@ def _url(host: str, port: int) -> str:
 
 @app.command()
 def serve(
-    model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint to serve; default: the shipped digit model."),
+    model: Path | None = typer.Option(
+        None, "--model", help="Checkpoint to serve; default: the shipped digit model."
+    ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; 0.0.0.0 opens it to the network."),
     port: int = typer.Option(8000, "--port", min=1, max=65535, help="TCP port."),
-    processes: Optional[int] = typer.Option(
-        None, "--processes", min=0,
+    processes: int | None = typer.Option(
+        None,
+        "--processes",
+        min=0,
         help="Prediction processes; default: one per core plus one (at most 8). 0: threads in the server process.",
     ),
-    workers: Optional[int] = typer.Option(
-        None, "--workers", min=1, help="Prediction threads in the server process (alone, it means --processes 0); default 2.",
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        min=1,
+        help="Prediction threads in the server process (alone, it means --processes 0); default 2.",
     ),
-    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level: critical, error, warning, info, debug, trace."),
+    log_level: str = typer.Option(
+        "info", "--log-level", help="uvicorn log level: critical, error, warning, info, debug, trace."
+    ),
 ) -> None:
     """Serve the drawing page and the REST API (docs at /docs)."""
     if log_level not in LOG_LEVELS:
@@ -51,7 +59,9 @@ def serve(
     console = Console(stderr=True)
     # Loads the model now, so errors show before binding; prediction processes start with the server.
     if processes is None:
-        processes = 0 if workers else default_processes()  # --workers alone: threads, as before processes were the default
+        processes = (
+            0 if workers else default_processes()
+        )  # --workers alone: threads, as before processes were the default
     web = create_app(checkpoint=model, workers=workers or DEFAULT_WORKERS, processes=processes)
     try:
         loopback = ipaddress.ip_address(host).is_loopback
@@ -60,6 +70,8 @@ def serve(
     if not loopback:
         console.print(f"[yellow]warning:[/] listening on {host}: anyone who can reach this machine can use the app")
     runs_on = f"{processes} prediction processes" if processes else f"{workers or DEFAULT_WORKERS} prediction threads"
-    print(f"digitlab: serving on {_url(host, port)}  (API docs: {_url(host, port)}docs; {runs_on}; Ctrl+C stops)",
-          flush=True)
+    print(
+        f"digitlab: serving on {_url(host, port)}  (API docs: {_url(host, port)}docs; {runs_on}; Ctrl+C stops)",
+        flush=True,
+    )
     uvicorn.run(web, host=host, port=port, log_level=log_level)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -36,44 +35,58 @@ def build_config(preset: str | None, overrides: dict[str, dict]) -> RunConfig:
 
 @app.command()
 def train(
-    preset: Optional[str] = typer.Option(None, help="A named recipe: fast (default), best, seed000, ... (`digitlab train --list-presets`)."),
+    preset: str | None = typer.Option(
+        None, help="A named recipe: fast (default), best, seed000, ... (`digitlab train --list-presets`)."
+    ),
     list_presets: bool = typer.Option(False, "--list-presets", help="Print the presets and exit."),
-    dataset: Optional[str] = typer.Option(None, help="mnist, fashion-mnist, cifar10, digits, or an image-folder path."),
-    data_dir: Optional[str] = typer.Option(None, help="Where the data files are (default: $DIGITLAB_DATA, then the cache)."),
-    download: Optional[bool] = typer.Option(None, "--download/--no-download", help="Fetch missing data files."),
-    val_fraction: Optional[float] = typer.Option(None, help="Hold out this fraction of train for evaluation."),
-    augment: Optional[str] = typer.Option(None, help="auto, none, shift, crop-flip, robust."),
-    grayscale: Optional[bool] = typer.Option(None, "--grayscale/--rgb", help="Image folders: force gray or RGB."),
-    image_size: Optional[int] = typer.Option(None, help="Image folders: resize to this square size."),
-    limit_train: Optional[int] = typer.Option(None, help="Use only the first N training images."),
-    limit_test: Optional[int] = typer.Option(None, help="Use only the first N test images."),
-    model: Optional[str] = typer.Option(None, help="Model name (`digitlab models`)."),
-    width: Optional[int] = typer.Option(None, help="Width knob of models that have one."),
-    epochs: Optional[int] = typer.Option(None),
-    batch_size: Optional[int] = typer.Option(None),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
-    optimizer: Optional[str] = typer.Option(None, help="sgd, adam, adamw, adadelta."),
-    momentum: Optional[float] = typer.Option(None),
-    nesterov: Optional[bool] = typer.Option(None, "--nesterov/--no-nesterov"),
-    weight_decay: Optional[float] = typer.Option(None),
-    schedule: Optional[str] = typer.Option(None, help="none, step, cosine, onecycle."),
-    gamma: Optional[float] = typer.Option(None, help="Step schedule: lr factor per epoch."),
-    warmup: Optional[float] = typer.Option(None, help="Onecycle: fraction of steps warming up."),
-    label_smoothing: Optional[float] = typer.Option(None),
-    ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help="Evaluate and save an EMA of the weights."),
-    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation at the final evaluation."),
-    seed: Optional[int] = typer.Option(None),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N, mps."),
-    precision: Optional[str] = typer.Option(None, help="auto (bf16 where the hardware has it, else fp32), fp32, bf16, fp16."),
-    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model (compiled before the training clock; time reported apart)."),
-    compile_step: Optional[bool] = typer.Option(None, "--compile-step/--no-compile-step", help="torch.compile the optimizer step (on in the seed presets: Adadelta is many small ops)."),
-    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last"),
-    dry_run: Optional[bool] = typer.Option(None, "--dry-run", help="A few batches of one epoch."),
-    eval_every: Optional[int] = typer.Option(None, help="Evaluate every N epochs."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
-    name: Optional[str] = typer.Option(None, help="Run directory name (default: a timestamp)."),
-    runs_dir: Optional[str] = typer.Option(None, help="Parent of run directories (default: runs)."),
-    resume: Optional[str] = typer.Option(None, help="Continue an interrupted run: its directory or last.pt."),
+    dataset: str | None = typer.Option(None, help="mnist, fashion-mnist, cifar10, digits, or an image-folder path."),
+    data_dir: str | None = typer.Option(
+        None, help="Where the data files are (default: $DIGITLAB_DATA, then the cache)."
+    ),
+    download: bool | None = typer.Option(None, "--download/--no-download", help="Fetch missing data files."),
+    val_fraction: float | None = typer.Option(None, help="Hold out this fraction of train for evaluation."),
+    augment: str | None = typer.Option(None, help="auto, none, shift, crop-flip, robust."),
+    grayscale: bool | None = typer.Option(None, "--grayscale/--rgb", help="Image folders: force gray or RGB."),
+    image_size: int | None = typer.Option(None, help="Image folders: resize to this square size."),
+    limit_train: int | None = typer.Option(None, help="Use only the first N training images."),
+    limit_test: int | None = typer.Option(None, help="Use only the first N test images."),
+    model: str | None = typer.Option(None, help="Model name (`digitlab models`)."),
+    width: int | None = typer.Option(None, help="Width knob of models that have one."),
+    epochs: int | None = typer.Option(None),
+    batch_size: int | None = typer.Option(None),
+    lr: float | None = typer.Option(None, help="Peak learning rate."),
+    optimizer: str | None = typer.Option(None, help="sgd, adam, adamw, adadelta."),
+    momentum: float | None = typer.Option(None),
+    nesterov: bool | None = typer.Option(None, "--nesterov/--no-nesterov"),
+    weight_decay: float | None = typer.Option(None),
+    schedule: str | None = typer.Option(None, help="none, step, cosine, onecycle."),
+    gamma: float | None = typer.Option(None, help="Step schedule: lr factor per epoch."),
+    warmup: float | None = typer.Option(None, help="Onecycle: fraction of steps warming up."),
+    label_smoothing: float | None = typer.Option(None),
+    ema: bool | None = typer.Option(None, "--ema/--no-ema", help="Evaluate and save an EMA of the weights."),
+    tta: bool | None = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation at the final evaluation."),
+    seed: int | None = typer.Option(None),
+    device: str | None = typer.Option(None, help="auto, cpu, cuda, cuda:N, mps."),
+    precision: str | None = typer.Option(
+        None, help="auto (bf16 where the hardware has it, else fp32), fp32, bf16, fp16."
+    ),
+    compile: bool | None = typer.Option(
+        None,
+        "--compile/--no-compile",
+        help="torch.compile the model (compiled before the training clock; time reported apart).",
+    ),
+    compile_step: bool | None = typer.Option(
+        None,
+        "--compile-step/--no-compile-step",
+        help="torch.compile the optimizer step (on in the seed presets: Adadelta is many small ops).",
+    ),
+    channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last"),
+    dry_run: bool | None = typer.Option(None, "--dry-run", help="A few batches of one epoch."),
+    eval_every: int | None = typer.Option(None, help="Evaluate every N epochs."),
+    threads: int | None = typer.Option(None, help="CPU threads for torch."),
+    name: str | None = typer.Option(None, help="Run directory name (default: a timestamp)."),
+    runs_dir: str | None = typer.Option(None, help="Parent of run directories (default: runs)."),
+    resume: str | None = typer.Option(None, help="Continue an interrupted run: its directory or last.pt."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or per-epoch lines."),
 ) -> None:
     """Train a model; with no options, the fast default model on MNIST."""
@@ -87,25 +100,60 @@ def train(
             console.print(f"[bold]{k:<14}[/] {v}", highlight=False)
         return
     overrides = {
-        "data": dict(dataset=dataset, data_dir=data_dir, download=download, val_fraction=val_fraction,
-                     augment=augment, grayscale=grayscale, image_size=image_size, limit_train=limit_train,
-                     limit_test=limit_test),
+        "data": dict(
+            dataset=dataset,
+            data_dir=data_dir,
+            download=download,
+            val_fraction=val_fraction,
+            augment=augment,
+            grayscale=grayscale,
+            image_size=image_size,
+            limit_train=limit_train,
+            limit_test=limit_test,
+        ),
         "model": dict(model=model, width=width),
-        "train": dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
-                      nesterov=nesterov, weight_decay=weight_decay, schedule=schedule, gamma=gamma, warmup=warmup,
-                      label_smoothing=label_smoothing, ema=ema, tta=tta, seed=seed, device=device,
-                      precision=precision, compile=compile, compile_step=compile_step, channels_last=channels_last, dry_run=dry_run,
-                      eval_every=eval_every, threads=threads),
+        "train": dict(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            optimizer=optimizer,
+            momentum=momentum,
+            nesterov=nesterov,
+            weight_decay=weight_decay,
+            schedule=schedule,
+            gamma=gamma,
+            warmup=warmup,
+            label_smoothing=label_smoothing,
+            ema=ema,
+            tta=tta,
+            seed=seed,
+            device=device,
+            precision=precision,
+            compile=compile,
+            compile_step=compile_step,
+            channels_last=channels_last,
+            dry_run=dry_run,
+            eval_every=eval_every,
+            threads=threads,
+        ),
         "run": dict(name=name, runs_dir=runs_dir),
     }
     state = None
     if resume:
         state = load_checkpoint(resume, default_name="last.pt")
         if "optimizer" not in state:
-            raise DigitlabError(f"{resume} has no training state (only last.pt does); pass the run directory or its last.pt")
+            raise DigitlabError(
+                f"{resume} has no training state (only last.pt does); pass the run directory or its last.pt"
+            )
         cfg = RunConfig.from_dict(state["config"])
         # A resumed run keeps its recipe; only the length, device, threads, compiling and data location may change.
-        keep = {"epochs": epochs, "device": device, "threads": threads, "compile": compile, "compile_step": compile_step}
+        keep = {
+            "epochs": epochs,
+            "device": device,
+            "threads": threads,
+            "compile": compile,
+            "compile_step": compile_step,
+        }
         for k, v in keep.items():
             if v is not None:
                 setattr(cfg.train, k, v)
@@ -125,7 +173,9 @@ def train(
         run_dir = Path(cfg.runs_dir) / (cfg.name or "")
         Console(stderr=True).print(
             f"\ninterrupted: the last completed epoch is saved; continue with `digitlab train --resume {run_dir}`",
-            highlight=False, soft_wrap=True)
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(130)
     from digitlab.engine.dist import detect
 
@@ -133,9 +183,12 @@ def train(
         return
     compiled = f" (+{result.compile_seconds:.1f}s compiling)" if result.compile_seconds else ""
     views = " with test-time augmentation" if result.tta else ""
-    console.print(f"final test accuracy {result.final_acc:.2%}{views} (best {result.best_acc:.2%}) after "
-                  f"{result.train_seconds:.1f}s of training{compiled}\nrun directory: {result.run_dir}",
-                  highlight=False, soft_wrap=True)
+    console.print(
+        f"final test accuracy {result.final_acc:.2%}{views} (best {result.best_acc:.2%}) after "
+        f"{result.train_seconds:.1f}s of training{compiled}\nrun directory: {result.run_dir}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def checkpoint_data(ckpt: dict, dataset: str | None = None, data_dir: str | None = None):
@@ -146,9 +199,12 @@ def checkpoint_data(ckpt: dict, dataset: str | None = None, data_dir: str | None
 
     name = dataset or ckpt.get("dataset", "mnist")
     data_cfg = (ckpt.get("config") or {}).get("data", {})
-    data = load_dataset(name, data_dir if data_dir is not None else data_cfg.get("data_dir"),
-                        grayscale=data_cfg.get("grayscale") if dataset is None else None,
-                        image_size=data_cfg.get("image_size") if dataset is None else None)
+    data = load_dataset(
+        name,
+        data_dir if data_dir is not None else data_cfg.get("data_dir"),
+        grayscale=data_cfg.get("grayscale") if dataset is None else None,
+        image_size=data_cfg.get("image_size") if dataset is None else None,
+    )
     check_compatible(ckpt, data.channels, data.image_size, data.num_classes, name)
     return data
 
@@ -156,11 +212,16 @@ def checkpoint_data(ckpt: dict, dataset: str | None = None, data_dir: str | None
 @app.command("eval")
 def eval_cmd(
     checkpoint: str = typer.Argument(..., help="A checkpoint file or a run directory (its best.pt)."),
-    dataset: Optional[str] = typer.Option(None, help="Evaluate on another dataset of the same shape (default: the checkpoint's)."),
-    data_dir: Optional[str] = typer.Option(None, help="Where the data files are."),
-    out: Optional[str] = typer.Option(None, help="Folder for confusion.png, errors.png, report.txt, eval.json (default: next to the checkpoint)."),
-    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta",
-                                       help="Test-time augmentation (default: as the training's final evaluation did)."),
+    dataset: str | None = typer.Option(
+        None, help="Evaluate on another dataset of the same shape (default: the checkpoint's)."
+    ),
+    data_dir: str | None = typer.Option(None, help="Where the data files are."),
+    out: str | None = typer.Option(
+        None, help="Folder for confusion.png, errors.png, report.txt, eval.json (default: next to the checkpoint)."
+    ),
+    tta: bool | None = typer.Option(
+        None, "--tta/--no-tta", help="Test-time augmentation (default: as the training's final evaluation did)."
+    ),
     device: str = typer.Option("auto"),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
@@ -183,8 +244,13 @@ def eval_cmd(
         tta = trained_with_tta(ckpt)
     res = evaluate(model, data.test_x.to(dev), data.test_y.to(dev), tuple(ckpt["mean"]), tuple(ckpt["std"]), tta=tta)
     temperature = ckpt.get("temperature")  # fitted by training or export; probabilities as `predict` reports them
-    meta = {"checkpoint": str(path), "dataset": name, "tta": tta, "loss": res.loss,
-            "calibration": calibration_summary(res.logits, data.test_y, temperature)}
+    meta = {
+        "checkpoint": str(path),
+        "dataset": name,
+        "tta": tta,
+        "loss": res.loss,
+        "calibration": calibration_summary(res.logits, data.test_y, temperature),
+    }
     probs = (res.logits / (temperature or 1.0)).softmax(1)
     metrics = write_report(out_dir, data.test_y, probs, data.classes, data.test_x, meta=meta)
     if as_json:

@@ -38,7 +38,7 @@ class ImageData:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def to(self, device: torch.device | str) -> "ImageData":
+    def to(self, device: torch.device | str) -> ImageData:
         return replace(
             self,
             train_x=self.train_x.to(device),
@@ -47,7 +47,7 @@ class ImageData:
             test_y=self.test_y.to(device),
         )
 
-    def subset(self, train: int | None = None, test: int | None = None) -> "ImageData":
+    def subset(self, train: int | None = None, test: int | None = None) -> ImageData:
         """First ``train``/``test`` samples; for dry runs and quick tests."""
         return replace(
             self,
@@ -57,7 +57,7 @@ class ImageData:
             test_y=self.test_y[:test],
         )
 
-    def split_validation(self, fraction: float, seed: int = 0) -> "ImageData":
+    def split_validation(self, fraction: float, seed: int = 0) -> ImageData:
         """Hold out ``fraction`` of the training set as the evaluation set (the test set is dropped)."""
         if not 0.0 < fraction < 1.0:
             raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")

@@ -9,8 +9,8 @@ the same batches on every device.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from functools import lru_cache
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F

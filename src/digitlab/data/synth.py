@@ -266,10 +266,7 @@ def number(digits: list[np.ndarray], rng: np.random.Generator) -> Image.Image:
     """A row of digits written on paper and photographed: gaps from nearly touching to wide."""
     height = int(rng.integers(60, 130))
     inks = [_pen(_ink(d, int(height * rng.uniform(0.85, 1.1))), rng) for d in digits]
-    gaps = [
-        int(height * (rng.uniform(0.01, 0.08) if rng.random() < 0.15 else rng.uniform(0.1, 0.5)))
-        for _ in inks[1:]
-    ]
+    gaps = [int(height * (rng.uniform(0.01, 0.08) if rng.random() < 0.15 else rng.uniform(0.1, 0.5))) for _ in inks[1:]]
     row_h = max(i.shape[0] for i in inks) + height // 4
     row_w = sum(i.shape[1] for i in inks) + sum(gaps)
     row = np.zeros((row_h, row_w), dtype=np.float32)

@@ -7,8 +7,9 @@ import os
 import signal
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 import torch
 from torch import nn
@@ -41,8 +42,10 @@ def _ctrl_c_held():
     ``try`` that removes it; held, the save always finishes whole and the interrupt follows.
     Only Python's default handler is replaced, and only in the main thread (signals go there).
     """
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
         yield
         return
     caught: list[int] = []
@@ -99,10 +102,13 @@ def load_checkpoint(path: str | Path, default_name: str = "best.pt") -> dict:
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, zip errors, truncated files: all mean "not a checkpoint"
-        raise DigitlabError(f"{p} is not a readable digitlab checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from exc
+        raise DigitlabError(
+            f"{p} is not a readable digitlab checkpoint ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from exc
     if not isinstance(ckpt, dict) or "digitlab" not in ckpt:
-        raise DigitlabError(f"{p} is not a digitlab checkpoint (no 'digitlab' format marker); "
-                            "train one with `digitlab train`")
+        raise DigitlabError(
+            f"{p} is not a digitlab checkpoint (no 'digitlab' format marker); train one with `digitlab train`"
+        )
     if ckpt["digitlab"] > FORMAT_VERSION:
         raise DigitlabError(f"{p} was written by a newer digitlab (format {ckpt['digitlab']}); upgrade digitlab")
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]

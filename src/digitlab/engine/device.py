@@ -52,8 +52,11 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         if precision == "fp16" and device.type == "cpu":
             raise DigitlabError("fp16 autocast is not supported on CPU; use bf16 or fp32")
         if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
-            warnings.warn("this CPU has no native bf16 (no AVX512-BF16/AMX): bf16 is emulated and much slower "
-                          "than fp32; use --precision auto or fp32", stacklevel=2)
+            warnings.warn(
+                "this CPU has no native bf16 (no AVX512-BF16/AMX): bf16 is emulated and much slower "
+                "than fp32; use --precision auto or fp32",
+                stacklevel=2,
+            )
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -24,8 +24,18 @@ class Preset:
 _SEED = dict(schedule="none", label_smoothing=0.0, weight_decay=0.0, nesterov=False, momentum=0.0, tta=False)
 
 # digitlab's own recipes: Nesterov SGD with a one-cycle schedule, label smoothing, bf16 where native.
-_ONECYCLE = dict(optimizer="sgd", momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="onecycle", warmup=0.2,
-                 label_smoothing=0.1, batch_size=128, precision="auto", channels_last=True)
+_ONECYCLE = dict(
+    optimizer="sgd",
+    momentum=0.9,
+    nesterov=True,
+    weight_decay=5e-4,
+    schedule="onecycle",
+    warmup=0.2,
+    label_smoothing=0.1,
+    batch_size=128,
+    precision="auto",
+    channels_last=True,
+)
 
 # Datasets that the MNIST-tuned defaults serve badly: applied under the flags when no preset is named.
 DATASET_DEFAULTS: dict[str, dict] = {
@@ -40,8 +50,9 @@ PRESETS: dict[str, Preset] = {
         data=dict(dataset="mnist", augment="none"),
         model=dict(model="cnn"),
         # compile_step: Adadelta's step is ~19% of this model's CPU step unfused (BENCHMARKS.md)
-        train=dict(_SEED, optimizer="adadelta", lr=1.0, schedule="step", gamma=0.7, epochs=14, batch_size=64,
-                   compile_step=True),
+        train=dict(
+            _SEED, optimizer="adadelta", lr=1.0, schedule="step", gamma=0.7, epochs=14, batch_size=64, compile_step=True
+        ),
     ),
     "seed001": Preset(
         "seed 001: cnn-k, SGD lr 0.01, 5 epochs, batch 32",

@@ -11,9 +11,9 @@ import csv
 import io
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +56,9 @@ def _tta_views(x: torch.Tensor) -> list[torch.Tensor]:
         return [x, x.flip(-1)]
     padded = F.pad(x, (1, 1, 1, 1))
     h, w = x.shape[-2:]
-    return [x] + [padded[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0))]
+    return [x] + [
+        padded[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0))
+    ]
 
 
 @torch.no_grad()
@@ -100,8 +102,11 @@ def final_tta(tta: bool, augment: str, dataset: str) -> bool:
 def trained_with_tta(ckpt: dict) -> bool:
     """Whether the training that wrote ``ckpt`` evaluated its final epoch with test-time augmentation."""
     cfg = ckpt.get("config") or {}
-    return final_tta(bool(cfg.get("train", {}).get("tta", False)), cfg.get("data", {}).get("augment", "none"),
-                     ckpt.get("dataset", ""))
+    return final_tta(
+        bool(cfg.get("train", {}).get("tta", False)),
+        cfg.get("data", {}).get("augment", "none"),
+        ckpt.get("dataset", ""),
+    )
 
 
 def train_one_epoch(
@@ -127,8 +132,9 @@ def train_one_epoch(
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
-    batches = iterate_batches(data.train_x, data.train_y, t.batch_size * info.world_size, shuffle=True,
-                              generator=generator, drop_last=False)
+    batches = iterate_batches(
+        data.train_x, data.train_y, t.batch_size * info.world_size, shuffle=True, generator=generator, drop_last=False
+    )
     for i, (xb, yb) in enumerate(batches):
         if t.dry_run and i >= 3:
             break
@@ -152,13 +158,16 @@ def train_one_epoch(
         step += 1
         if progress is not None:
             progress.advance(yb.shape[0] * info.world_size)
-    totals = dist.all_reduce_sum(torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=device)]), info)
+    totals = dist.all_reduce_sum(
+        torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=device)]), info
+    )
     n = max(totals[2].item(), 1.0)
     return {"train_loss": totals[0].item() / n, "train_acc": totals[1].item() / n}, step
 
 
-def compile_for_training(model: nn.Module, data: ImageData, cfg: RunConfig, *, precision: str,
-                         info: dist.DistInfo = dist.DistInfo()) -> tuple[nn.Module, float]:
+def compile_for_training(
+    model: nn.Module, data: ImageData, cfg: RunConfig, *, precision: str, info: dist.DistInfo = dist.DistInfo()
+) -> tuple[nn.Module, float]:
     """``torch.compile`` the model and compile it now, before the training clock starts; returns (compiled, seconds).
 
     Shapes are static (``dynamic=False``: static kernels are the fast ones), so every batch size an epoch
@@ -211,15 +220,17 @@ def _task(data: ImageData) -> str:
     return "digits" if data.name in DIGIT_DATASETS or (digits and data.name != "fashion-mnist") else "images"
 
 
-def one_view_temperature(model: nn.Module, data: ImageData, final_eval: EvalOutput, tta: bool, *,
-                         precision: str, channels_last: bool) -> float:
+def one_view_temperature(
+    model: nn.Module, data: ImageData, final_eval: EvalOutput, tta: bool, *, precision: str, channels_last: bool
+) -> float:
     """The temperature that calibrates ``model``'s probabilities on the evaluation split, one view per
     image as `digitlab predict` reads them (the final evaluation's logits, unless they averaged TTA views)."""
     from digitlab.evaluate.calibration import fit_temperature
 
     if tta:
-        final_eval = evaluate(model, data.test_x, data.test_y, data.mean, data.std, precision=precision,
-                              channels_last=channels_last)
+        final_eval = evaluate(
+            model, data.test_x, data.test_y, data.mean, data.std, precision=precision, channels_last=channels_last
+        )
     return fit_temperature(final_eval.logits, data.test_y.cpu())
 
 
@@ -237,8 +248,16 @@ def _calibrate_best(path: Path, data: ImageData) -> None:
         save_checkpoint(path, ckpt)
 
 
-def make_checkpoint(model: nn.Module, cfg: RunConfig, data: ImageData, model_args: dict, *, epoch: int,
-                    history: list[dict], metrics: dict) -> dict:
+def make_checkpoint(
+    model: nn.Module,
+    cfg: RunConfig,
+    data: ImageData,
+    model_args: dict,
+    *,
+    epoch: int,
+    history: list[dict],
+    metrics: dict,
+) -> dict:
     """The inference part of a checkpoint: enough to rebuild the model and preprocess its input."""
     return {
         "model_name": cfg.model.model,
@@ -284,8 +303,9 @@ def _write_metrics_csv(path: Path, history: list[dict]) -> None:
     write_atomically(path, lambda f: f.write(text.getvalue().encode()))
 
 
-def train(cfg: RunConfig, *, data: ImageData | None = None, resume: dict | None = None, quiet: bool = False,
-          console=None) -> TrainResult:
+def train(
+    cfg: RunConfig, *, data: ImageData | None = None, resume: dict | None = None, quiet: bool = False, console=None
+) -> TrainResult:
     """Run a whole training: load data, build the model, loop over epochs, save, evaluate, report.
 
     Args:
@@ -322,7 +342,8 @@ def train(cfg: RunConfig, *, data: ImageData | None = None, resume: dict | None 
     ema = None
     if t.ema:
         ema = torch.optim.swa_utils.AveragedModel(
-            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(0.999), use_buffers=True)
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(0.999), use_buffers=True
+        )
 
     history: list[dict] = []
     start_epoch, best_acc = 0, -1.0
@@ -358,35 +379,72 @@ def train(cfg: RunConfig, *, data: ImageData | None = None, resume: dict | None 
     for epoch in range(start_epoch + 1, t.epochs + 1):
         t0 = time.perf_counter()
         with printer.epoch(epoch, t.epochs) as progress:
-            row, step = train_one_epoch(train_model, optimizer, data, cfg, step=step, total_steps=total_steps,
-                                        generator=generator, precision=precision, aug_kind=aug_kind, info=info,
-                                        ema=ema, progress=progress, optimizer_step=optimizer_step)
+            row, step = train_one_epoch(
+                train_model,
+                optimizer,
+                data,
+                cfg,
+                step=step,
+                total_steps=total_steps,
+                generator=generator,
+                precision=precision,
+                aug_kind=aug_kind,
+                info=info,
+                ema=ema,
+                progress=progress,
+                optimizer_step=optimizer_step,
+            )
         t1 = time.perf_counter()
         do_eval = epoch == t.epochs or epoch % max(t.eval_every, 1) == 0
         if do_eval:
-            last_eval = evaluate(eval_model, data.test_x, data.test_y, data.mean, data.std, precision=precision,
-                                 tta=tta and epoch == t.epochs, channels_last=t.channels_last)
+            last_eval = evaluate(
+                eval_model,
+                data.test_x,
+                data.test_y,
+                data.mean,
+                data.std,
+                precision=precision,
+                tta=tta and epoch == t.epochs,
+                channels_last=t.channels_last,
+            )
         t2 = time.perf_counter()
         elapsed = elapsed0 + (t2 - clock0)
-        row = {"epoch": epoch, "lr": float(optimizer.param_groups[0]["lr"]), **row,
-               "test_loss": last_eval.loss if do_eval else None, "test_acc": last_eval.accuracy if do_eval else None,
-               "train_time": t1 - t0, "eval_time": t2 - t1, "elapsed": elapsed,
-               "compile_time": compile_seconds if epoch == start_epoch + 1 else 0.0}
+        row = {
+            "epoch": epoch,
+            "lr": float(optimizer.param_groups[0]["lr"]),
+            **row,
+            "test_loss": last_eval.loss if do_eval else None,
+            "test_acc": last_eval.accuracy if do_eval else None,
+            "train_time": t1 - t0,
+            "eval_time": t2 - t1,
+            "elapsed": elapsed,
+            "compile_time": compile_seconds if epoch == start_epoch + 1 else 0.0,
+        }
         history.append(row)
         printer.row(row)
         if info.is_main:
-            ckpt = make_checkpoint(eval_model, cfg, data, model_args, epoch=epoch, history=history,
-                                   metrics={"test_acc": row["test_acc"], "test_loss": row["test_loss"]})
+            ckpt = make_checkpoint(
+                eval_model,
+                cfg,
+                data,
+                model_args,
+                epoch=epoch,
+                history=history,
+                metrics={"test_acc": row["test_acc"], "test_loss": row["test_loss"]},
+            )
             if epoch == t.epochs and len(data.test_y):  # after the clock: the finished model (always evaluated)
-                ckpt["temperature"] = one_view_temperature(eval_model, data, last_eval, tta, precision=precision,
-                                                           channels_last=t.channels_last)
+                ckpt["temperature"] = one_view_temperature(
+                    eval_model, data, last_eval, tta, precision=precision, channels_last=t.channels_last
+                )
             if do_eval and row["test_acc"] > best_acc:
                 best_acc = row["test_acc"]
                 save_checkpoint(run_dir / "best.pt", ckpt)
             resume_state = {"optimizer": optimizer.state_dict(), "rng": _rng_state(generator)}
             if ema is not None:
-                resume_state |= {"ema": ema.state_dict(),
-                                 "raw_state_dict": {k: v.cpu() for k, v in unwrap(model).state_dict().items()}}
+                resume_state |= {
+                    "ema": ema.state_dict(),
+                    "raw_state_dict": {k: v.cpu() for k, v in unwrap(model).state_dict().items()},
+                }
             save_checkpoint(run_dir / "last.pt", ckpt | resume_state)  # written last: it marks the epoch as done
             _write_metrics_csv(run_dir / "metrics.csv", history)
         if t.dry_run:

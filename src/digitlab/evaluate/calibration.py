@@ -33,8 +33,12 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     if logits.shape[0] == 0:
         raise ValueError("cannot fit a temperature on no examples")
     logits = logits.float()
-    res = minimize_scalar(lambda log_t: nll(logits, labels, math.exp(log_t)),
-                          bounds=tuple(math.log(t) for t in T_RANGE), method="bounded", options={"xatol": 1e-4})
+    res = minimize_scalar(
+        lambda log_t: nll(logits, labels, math.exp(log_t)),
+        bounds=tuple(math.log(t) for t in T_RANGE),
+        method="bounded",
+        options={"xatol": 1e-4},
+    )
     return float(math.exp(res.x))
 
 
@@ -56,8 +60,11 @@ def calibration_summary(logits: torch.Tensor, labels: torch.Tensor, temperature:
     calibrated ones (what `digitlab eval` reports)."""
     labels = labels.cpu()
     logits = logits.float().cpu()
-    out = {"temperature": temperature, "nll": round(nll(logits, labels), 5),
-           "ece": round(expected_calibration_error(logits.softmax(1), labels), 5)}
+    out = {
+        "temperature": temperature,
+        "nll": round(nll(logits, labels), 5),
+        "ece": round(expected_calibration_error(logits.softmax(1), labels), 5),
+    }
     if temperature:
         out["nll_calibrated"] = round(nll(logits, labels, temperature), 5)
         out["ece_calibrated"] = round(expected_calibration_error((logits / temperature).softmax(1), labels), 5)

@@ -24,11 +24,7 @@ def most_confused(cm: np.ndarray, classes: list[str], top: int = 5) -> list[dict
     flat = off.ravel()
     order = np.argsort(-flat, kind="stable")[:top]  # stable: ties in row-major order
     k = cm.shape[0]
-    return [
-        {"true": classes[i // k], "pred": classes[i % k], "count": int(flat[i])}
-        for i in order
-        if flat[i] > 0
-    ]
+    return [{"true": classes[i // k], "pred": classes[i % k], "count": int(flat[i])} for i in order if flat[i] > 0]
 
 
 def compute_metrics(y_true, y_pred, classes: list[str]) -> dict:
@@ -52,9 +48,7 @@ def compute_metrics(y_true, y_pred, classes: list[str]) -> dict:
         raise ValueError(f"y_true has {t.size} labels but y_pred has {p.size}")
     labels = list(range(len(classes)))
     prec, rec, f1, _ = precision_recall_fscore_support(t, p, average="macro", zero_division=0)
-    report_dict = classification_report(
-        t, p, labels=labels, target_names=classes, output_dict=True, zero_division=0
-    )
+    report_dict = classification_report(t, p, labels=labels, target_names=classes, output_dict=True, zero_division=0)
     report_text = classification_report(t, p, labels=labels, target_names=classes, digits=4, zero_division=0)
     cm = confusion_matrix(t, p, labels=labels)
     per_class = {

@@ -66,8 +66,15 @@ def plot_confusion(cm, classes: list[str], path: str | Path) -> Path:
     for i in range(k):
         for j in range(k):
             if cm[i, j]:
-                ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=fontsize,
-                        color="white" if cm[i, j] > threshold else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(int(cm[i, j])),
+                    ha="center",
+                    va="center",
+                    fontsize=fontsize,
+                    color="white" if cm[i, j] > threshold else "black",
+                )
     return _save(fig, path)
 
 

@@ -74,8 +74,9 @@ def write_report(
         title_colors=["firebrick"] * len(worst),
     )
     (out / "report.txt").write_text(format_report(metrics) + "\n", encoding="utf-8")
-    (out / "eval.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False, default=str) + "\n",
-                                   encoding="utf-8")
+    (out / "eval.json").write_text(
+        json.dumps(metrics, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
+    )
     return metrics
 
 
@@ -97,7 +98,9 @@ def format_report(metrics: dict) -> str:
     if cal:
         line = f"calibration: NLL {cal['nll']:.4f}, ECE {cal['ece']:.4f}"
         if cal.get("temperature"):
-            line += (f"; with temperature {cal['temperature']:.3f} (as predict reports): NLL {cal['nll_calibrated']:.4f}, "
-                     f"ECE {cal['ece_calibrated']:.4f}")
+            line += (
+                f"; with temperature {cal['temperature']:.3f} (as predict reports): NLL {cal['nll_calibrated']:.4f}, "
+                f"ECE {cal['ece_calibrated']:.4f}"
+            )
         lines += ["", line]
     return "\n".join(lines)

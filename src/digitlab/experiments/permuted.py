@@ -50,8 +50,15 @@ def _train_and_test(name: str, kwargs: dict, data: ImageData, cfg: RunConfig, de
     step = 0
     for _ in range(t.epochs):
         _, step = train_one_epoch(
-            model, optimizer, data, cfg, step=step, total_steps=steps, generator=generator,
-            precision="fp32", aug_kind="none",  # augmentation would move pixels the MLP cannot follow
+            model,
+            optimizer,
+            data,
+            cfg,
+            step=step,
+            total_steps=steps,
+            generator=generator,
+            precision="fp32",
+            aug_kind="none",  # augmentation would move pixels the MLP cannot follow
         )
     return evaluate(model, data.test_x, data.test_y, data.mean, data.std).accuracy
 
@@ -87,9 +94,19 @@ def run_permuted(
     dev = resolve_device(device)
     cfg = RunConfig(
         train=TrainConfig(
-            epochs=epochs, batch_size=batch_size, lr=lr, optimizer="sgd", momentum=momentum, nesterov=False,
-            weight_decay=0.0, schedule="none", label_smoothing=0.0, seed=seed, device=str(dev),
-            precision="fp32", channels_last=False,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            optimizer="sgd",
+            momentum=momentum,
+            nesterov=False,
+            weight_decay=0.0,
+            schedule="none",
+            label_smoothing=0.0,
+            seed=seed,
+            device=str(dev),
+            precision="fp32",
+            channels_last=False,
         )
     )
     shape = {"num_classes": data.num_classes, "in_channels": data.channels, "image_size": data.image_size}

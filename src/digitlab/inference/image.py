@@ -78,9 +78,7 @@ def load_image(source: ImageSource) -> Image.Image:
             img = Image.open(io.BytesIO(data))
             w, h = img.size  # from the header: nothing decoded yet
             if w * h > MAX_PIXELS:
-                raise DigitlabError(
-                    f"{name}: {w}x{h} pixels is over the limit of {MAX_PIXELS / 1e6:.0f} megapixels"
-                )
+                raise DigitlabError(f"{name}: {w}x{h} pixels is over the limit of {MAX_PIXELS / 1e6:.0f} megapixels")
             if w == 0 or h == 0:
                 raise DigitlabError(f"{name}: image has no pixels ({w}x{h})")
             if getattr(img, "n_frames", 1) > 1:

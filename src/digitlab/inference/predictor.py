@@ -107,8 +107,22 @@ def default_model_path(must_exist: bool = True) -> Path:
     return Path(str(ref))  # the package is installed as files (setuptools, editable or not)
 
 
-INFERENCE_KEYS = ("model_name", "model_args", "state_dict", "dataset", "task", "classes", "channels",
-                  "image_size", "mean", "std", "config", "epoch", "metrics", "temperature")
+INFERENCE_KEYS = (
+    "model_name",
+    "model_args",
+    "state_dict",
+    "dataset",
+    "task",
+    "classes",
+    "channels",
+    "image_size",
+    "mean",
+    "std",
+    "config",
+    "epoch",
+    "metrics",
+    "temperature",
+)
 
 
 def slim_checkpoint(ckpt: dict, half: bool = True) -> dict:
@@ -119,9 +133,7 @@ def slim_checkpoint(ckpt: dict, half: bool = True) -> dict:
     """
     slim = {k: ckpt[k] for k in INFERENCE_KEYS if k in ckpt}
     if half:
-        slim["state_dict"] = {
-            k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()
-        }
+        slim["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
     return slim
 
 
@@ -179,8 +191,9 @@ class _Prepared:
         return torch.stack([r.tensor for r in rows])
 
 
-def _best_reading(read: list[DigitPrediction], prep: _Prepared,
-                  logp_rows: list[float] | None = None) -> list[DigitPrediction]:
+def _best_reading(
+    read: list[DigitPrediction], prep: _Prepared, logp_rows: list[float] | None = None
+) -> list[DigitPrediction]:
     """The most probable reading of a row of segments, left to right.
 
     Each segment is read whole, or (when wide) as two touching digits cut at one of the offered
@@ -204,8 +217,9 @@ def _best_reading(read: list[DigitPrediction], prep: _Prepared,
         candidate = (best[i][0] + score, best[i][1] + rows)
         if i >= 1 and (i - 1) in prep.joins:  # segments i-1 and i as one digit
             joined = prep.joins[i - 1]
-            candidate = max(candidate, (best[i - 1][0] + logp(joined) - JOIN_COST, best[i - 1][1] + [joined]),
-                            key=lambda c: c[0])
+            candidate = max(
+                candidate, (best[i - 1][0] + logp(joined) - JOIN_COST, best[i - 1][1] + [joined]), key=lambda c: c[0]
+            )
         best.append(candidate)
     return [read[r] for r in best[-1][1]]
 
@@ -219,8 +233,12 @@ def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     def foldable(conv, bn) -> bool:
-        return (type(conv) is torch.nn.Conv2d and type(bn) is torch.nn.BatchNorm2d and bn.track_running_stats
-                and bn.num_features == conv.out_channels)
+        return (
+            type(conv) is torch.nn.Conv2d
+            and type(bn) is torch.nn.BatchNorm2d
+            and bn.track_running_stats
+            and bn.num_features == conv.out_channels
+        )
 
     def positive_scale(bn: torch.nn.BatchNorm2d) -> bool:
         return bn.weight is None or bool((bn.weight > 0).all())  # running_var + eps is always positive
@@ -233,8 +251,12 @@ def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
             if foldable(conv, nxt):
                 seq[i] = fuse_conv_bn_eval(conv, nxt)
                 del seq[i + 1]
-            elif (i + 2 < len(layers) and type(nxt) is torch.nn.MaxPool2d and foldable(conv, layers[i + 2])
-                  and positive_scale(layers[i + 2])):
+            elif (
+                i + 2 < len(layers)
+                and type(nxt) is torch.nn.MaxPool2d
+                and foldable(conv, layers[i + 2])
+                and positive_scale(layers[i + 2])
+            ):
                 seq[i] = fuse_conv_bn_eval(conv, layers[i + 2])
                 del seq[i + 2]
     return model
@@ -280,7 +302,7 @@ class Predictor:
         }
 
     @classmethod
-    def load(cls, checkpoint: str | Path | None = None, device: str = "cpu") -> "Predictor":
+    def load(cls, checkpoint: str | Path | None = None, device: str = "cpu") -> Predictor:
         """Load a checkpoint (a file or a run folder); None loads the shipped default model.
 
         Raises:
@@ -302,12 +324,14 @@ class Predictor:
             arr = generic_image(img, channels=self.channels, image_size=self.image_size)
             x = normalize(arr, self.mean, self.std).unsqueeze(0)
             return _Prepared(source, x, [arr], [None], (time.perf_counter() - t0) * 1000, n_main=1)
-        found = preprocess_digits(img, mean=self.mean, std=self.std, multi=multi, image_size=self.image_size,
-                                  lazy=True)  # cuts and joins: only those the model's reading needs (add_offers)
+        found = preprocess_digits(
+            img, mean=self.mean, std=self.std, multi=multi, image_size=self.image_size, lazy=True
+        )  # cuts and joins: only those the model's reading needs (add_offers)
         rows = found.digits
         ms = (time.perf_counter() - t0) * 1000
-        return _Prepared(source, found.tensor, [r.image for r in rows], [r.box for r in rows], ms, len(rows),
-                         digits=list(rows))
+        return _Prepared(
+            source, found.tensor, [r.image for r in rows], [r.box for r in rows], ms, len(rows), digits=list(rows)
+        )
 
     @torch.inference_mode()
     def _probabilities(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
@@ -390,7 +414,11 @@ class Predictor:
             try:
                 prepared.append(self._prepare(src, multi))
             except Exception as exc:  # one bad file must not stop the others
-                msg = str(exc) if isinstance(exc, DigitlabError) else f"cannot process image ({type(exc).__name__}: {exc})"
+                msg = (
+                    str(exc)
+                    if isinstance(exc, DigitlabError)
+                    else f"cannot process image ({type(exc).__name__}: {exc})"
+                )
                 ms = (time.perf_counter() - t0) * 1000
                 prepared.append(Prediction(_source_name(src), "error", None, [], msg, ms))
         ok = [p for p in prepared if isinstance(p, _Prepared)]

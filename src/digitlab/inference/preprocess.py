@@ -19,9 +19,9 @@ The CLI, the web app, evaluation on files and the tests all go through this modu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Callable
 
 import numpy as np
 import torch
@@ -60,12 +60,12 @@ class Digit:
     image: np.ndarray  # uint8 (28, 28): white ink on black, like MNIST (for display)
     tensor: torch.Tensor  # float (1, 28, 28), normalised with the checkpoint's mean/std
     box: tuple[int, int, int, int]  # (left, top, right, bottom) in the original image, right/bottom exclusive
-    alternatives: list[list["Digit"]] = field(default_factory=list)  # the same ink cut into two touching digits
-    merged_with_next: "Digit | None" = None  # this and the next digit's ink read as one digit
+    alternatives: list[list[Digit]] = field(default_factory=list)  # the same ink cut into two touching digits
+    merged_with_next: Digit | None = None  # this and the next digit's ink read as one digit
     # With ``preprocess_digits(..., lazy=True)`` the two fields above stay empty until ``expand``: the
     # segmentation's offers are kept, and only those the model's reading can still need get preprocessed.
     _offers: tuple[list[list[Segment]], Segment | None] | None = field(default=None, repr=False, compare=False)
-    _make: Callable[[Segment], "Digit"] | None = field(default=None, repr=False, compare=False)
+    _make: Callable[[Segment], Digit] | None = field(default=None, repr=False, compare=False)
 
     @property
     def offers_cut(self) -> bool:
@@ -491,7 +491,9 @@ def _working_copy(gray: np.ndarray) -> tuple[np.ndarray, float]:
     return np.clip(_resize(gray, size, resample), 0.0, 1.0), scale
 
 
-def _original_box(seg: Segment, scale: float, width: int, height: int, top: int, left: int) -> tuple[int, int, int, int]:
+def _original_box(
+    seg: Segment, scale: float, width: int, height: int, top: int, left: int
+) -> tuple[int, int, int, int]:
     """A segment's box in the working crop at (top, left) -> in the original image."""
     l, t, r, b = seg.box
     l, t, r, b = l + left, t + top, r + left, b + top
@@ -534,6 +536,7 @@ def preprocess_digits(
     if thresholded is None:
         return result
     soft, mask = thresholded
+
     def digit(seg: Segment) -> Digit:
         l, t, r, b = seg.box
         t0, l0 = max(0, t - 2), max(0, l - 2)
@@ -555,9 +558,7 @@ def preprocess_digits(
     return result
 
 
-def preprocess_generic(
-    img: Image.Image, *, channels: int, image_size: int, mean, std
-) -> torch.Tensor:
+def preprocess_generic(img: Image.Image, *, channels: int, image_size: int, mean, std) -> torch.Tensor:
     """A photo for a CIFAR-10 or image-folder model: resize to the training size and normalise.
 
     Args:

@@ -44,8 +44,10 @@ class Segment:
 
     box: tuple[int, int, int, int]
     mask: np.ndarray  # bool (bottom - top, right - left)
-    alternatives: list[list["Segment"]] = field(default_factory=list)  # the same ink cut into two touching digits, best cut first
-    merged_with_next: "Segment | None" = None  # this and the next segment as one digit written in two strokes
+    alternatives: list[list[Segment]] = field(
+        default_factory=list
+    )  # the same ink cut into two touching digits, best cut first
+    merged_with_next: Segment | None = None  # this and the next segment as one digit written in two strokes
 
     @property
     def width(self) -> int:
@@ -205,9 +207,7 @@ def drop_small_marks(segs: list[Segment]) -> list[Segment]:
     areas = [int(s.mask.sum()) for s in segs]
     max_area, max_h = max(areas), max(s.height for s in segs)
     return [
-        s
-        for s, a in zip(segs, areas)
-        if not (a < SMALL_MARK_AREA * max_area and s.height < SMALL_MARK_HEIGHT * max_h)
+        s for s, a in zip(segs, areas) if not (a < SMALL_MARK_AREA * max_area and s.height < SMALL_MARK_HEIGHT * max_h)
     ]
 
 

@@ -8,7 +8,7 @@ final ``log_softmax`` is gone, because training uses ``cross_entropy`` on logits
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -143,14 +143,16 @@ class ExamplesNet(nn.Module):
 
     def __init__(self, num_classes: int, in_channels: int, image_size: int, dropout1: float, dropout2: float):
         super().__init__()
-        self.features = pool_before_relu(nn.Sequential(
-            nn.Conv2d(in_channels, 32, 3, 1),
-            nn.ReLU(),
-            nn.Conv2d(32, 64, 3, 1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),  # (B, 64, 12, 12) at 28: the 9216 of the original
-            ByteDropout(dropout1),
-        ))
+        self.features = pool_before_relu(
+            nn.Sequential(
+                nn.Conv2d(in_channels, 32, 3, 1),
+                nn.ReLU(),
+                nn.Conv2d(32, 64, 3, 1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),  # (B, 64, 12, 12) at 28: the 9216 of the original
+                ByteDropout(dropout1),
+            )
+        )
         self.classifier = nn.Sequential(
             nn.Flatten(1),
             nn.Linear(flat_size(self.features, in_channels, image_size), 128),
@@ -168,14 +170,16 @@ class KerasStyleCNN(nn.Module):
 
     def __init__(self, num_classes: int, in_channels: int, image_size: int):
         super().__init__()
-        self.features = pool_before_relu(nn.Sequential(
-            nn.Conv2d(in_channels, 32, kernel_size=3),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, kernel_size=3),
-            nn.ReLU(),
-            nn.MaxPool2d(2),  # (B, 64, 5, 5) at 28
-        ))
+        self.features = pool_before_relu(
+            nn.Sequential(
+                nn.Conv2d(in_channels, 32, kernel_size=3),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(32, 64, kernel_size=3),
+                nn.ReLU(),
+                nn.MaxPool2d(2),  # (B, 64, 5, 5) at 28
+            )
+        )
         self.classifier = nn.Sequential(
             nn.Flatten(1),
             nn.Linear(flat_size(self.features, in_channels, image_size), 64),
@@ -197,14 +201,16 @@ class Net004(nn.Module):
 
     def __init__(self, num_classes: int, in_channels: int, image_size: int, dropout: float):
         super().__init__()
-        self.convpooling = pool_before_relu(nn.Sequential(
-            nn.Conv2d(in_channels, 16, 5),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(16, 64, 3),
-            nn.ReLU(),
-            nn.MaxPool2d(2),  # (B, 64, 5, 5) at 28
-        ))
+        self.convpooling = pool_before_relu(
+            nn.Sequential(
+                nn.Conv2d(in_channels, 16, 5),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(16, 64, 3),
+                nn.ReLU(),
+                nn.MaxPool2d(2),  # (B, 64, 5, 5) at 28
+            )
+        )
         self.fc = nn.Sequential(
             nn.Flatten(1),
             ByteDropout(dropout),

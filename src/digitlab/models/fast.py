@@ -17,8 +17,11 @@ from digitlab.models.registry import register_model
 
 def conv_bn(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, padding: int = 1) -> list[nn.Module]:
     # No conv bias: the BatchNorm that follows has its own. BN keeps fp32 statistics under autocast.
-    return [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
-            nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+    return [
+        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
 
 
 class FastNet(nn.Module):
@@ -40,8 +43,12 @@ class FastNet(nn.Module):
             layers += conv_bn(c, w2)
             c = w2
         if pool_early:
-            layers += [nn.Conv2d(c, w2, 3, padding=1, bias=False), nn.MaxPool2d(2),  # (B, w2, H/4, W/4)
-                       nn.BatchNorm2d(w2), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(c, w2, 3, padding=1, bias=False),
+                nn.MaxPool2d(2),  # (B, w2, H/4, W/4)
+                nn.BatchNorm2d(w2),
+                nn.ReLU(inplace=True),
+            ]
         else:
             layers += conv_bn(c, w2) + [nn.MaxPool2d(2)]  # (B, w2, H/4, W/4)
         layers += conv_bn(w2, w3)
@@ -59,16 +66,20 @@ class FastNet(nn.Module):
         return self.head(self.pool(self.features(x)).flatten(1))  # (B, num_classes)
 
 
-@register_model("fast", "digitlab's default: 3-conv BatchNorm net with a stride-2 stem (width 16: 99% MNIST in 2 epochs)")
-def fast(*, num_classes: int = 10, in_channels: int = 1, image_size: int = 28, width: int = 16,
-         pool_early: bool = True) -> nn.Module:
+@register_model(
+    "fast", "digitlab's default: 3-conv BatchNorm net with a stride-2 stem (width 16: 99% MNIST in 2 epochs)"
+)
+def fast(
+    *, num_classes: int = 10, in_channels: int = 1, image_size: int = 28, width: int = 16, pool_early: bool = True
+) -> nn.Module:
     require_min_size("fast", image_size, 4)  # stride-2 stem and one pool; global pooling takes any larger size
     return FastNet(num_classes=num_classes, in_channels=in_channels, width=width, depth=1, pool_early=pool_early)
 
 
 @register_model("fast-wide", "deeper/wider fast net for --preset best (5 convs, width 48)")
-def fast_wide(*, num_classes: int = 10, in_channels: int = 1, image_size: int = 28, width: int = 48,
-              pool_early: bool = True) -> nn.Module:
+def fast_wide(
+    *, num_classes: int = 10, in_channels: int = 1, image_size: int = 28, width: int = 48, pool_early: bool = True
+) -> nn.Module:
     require_min_size("fast-wide", image_size, 4)
     return FastNet(num_classes=num_classes, in_channels=in_channels, width=width, depth=2, pool_early=pool_early)
 
@@ -90,8 +101,15 @@ class Mul(nn.Module):
 
 def _cifar_block(c_in: int, c_out: int) -> list[nn.Module]:
     # airbench's block: conv, pool, BN, GELU, conv, BN, GELU.
-    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(c_out), nn.GELU(),
-            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.GELU()]
+    return [
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.MaxPool2d(2),
+        nn.BatchNorm2d(c_out),
+        nn.GELU(),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.GELU(),
+    ]
 
 
 @register_model("fast-cifar", "airbench-style CIFAR-10 net for GPUs (2x2 stem, 3 conv blocks, ~2M params)")
@@ -99,5 +117,13 @@ def fast_cifar(*, num_classes: int = 10, in_channels: int = 3, image_size: int =
     require_min_size("fast-cifar", image_size, 9)  # 2x2 stem, then three 2x2 pools
     w1, w2, w3 = width, 4 * width, 4 * width
     stem = [nn.Conv2d(in_channels, 24, 2, padding=0, bias=True), nn.GELU()]  # (B, 24, H-1, W-1)
-    return nn.Sequential(*stem, *_cifar_block(24, w1), *_cifar_block(w1, w2), *_cifar_block(w2, w3),
-                         nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(w3, num_classes, bias=False), Mul(1 / 9))
+    return nn.Sequential(
+        *stem,
+        *_cifar_block(24, w1),
+        *_cifar_block(w1, w2),
+        *_cifar_block(w2, w3),
+        nn.AdaptiveMaxPool2d(1),
+        nn.Flatten(),
+        nn.Linear(w3, num_classes, bias=False),
+        Mul(1 / 9),
+    )

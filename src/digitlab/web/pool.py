@@ -119,8 +119,9 @@ class _Worker:
     def __init__(self, predictor, parent: int) -> None:
         ctx = multiprocessing.get_context("spawn")  # no fork of a process with torch's threads
         self.conn, child = ctx.Pipe(duplex=True)
-        self.process = ctx.Process(target=_worker_main, args=(child, predictor, parent), daemon=True,
-                                   name="digitlab-predict")
+        self.process = ctx.Process(
+            target=_worker_main, args=(child, predictor, parent), daemon=True, name="digitlab-predict"
+        )
         self.process.start()
         child.close()
 
@@ -178,7 +179,9 @@ class InferencePool:
             )
         self.predictor = predictor
         self.processes = processes
-        self.executor = None if processes else ThreadPoolExecutor(max_workers=workers, thread_name_prefix="digitlab-predict")
+        self.executor = (
+            None if processes else ThreadPoolExecutor(max_workers=workers, thread_name_prefix="digitlab-predict")
+        )
         self.slots = threading.BoundedSemaphore((processes or workers) + max_queue)
         self._workers: list[_Worker] = []
         self._idle: asyncio.Queue[_Worker] | None = None
