@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from digitlab.errors import DigitlabError
-from digitlab.inference.image import MAX_PIXELS, load_image
+from digitlab.inference.image import ALLOWED_FORMATS, MAX_PIXELS, decode_image, load_image
 
 
 def png_bytes(img: Image.Image, **kw) -> bytes:
@@ -107,3 +107,62 @@ def test_exif_rotation_is_applied():
     buf = io.BytesIO()
     img.save(buf, format="JPEG", exif=exif.tobytes())
     assert load_image(buf.getvalue()).size == (20, 40)
+
+
+def _saved(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ALLOWED_FORMATS)
+def test_every_allowed_format_decodes(fmt):
+    img = Image.new("RGB", (24, 16), (200, 30, 30))
+    out = load_image(_saved(img, fmt))
+    assert out.size == (24, 16)
+    assert np.abs(np.asarray(out.convert("RGB"), dtype=int)[8, 12] - (200, 30, 30)).max() <= 8  # JPEG/WebP: lossy
+
+
+@pytest.mark.parametrize("fmt", ["ICO", "PCX", "TGA", "PPM", "DDS", "EPS"])
+def test_other_formats_are_refused_whatever_they_are_called(tmp_path, fmt):
+    # Pillow reads each of these; digitlab tries none of them (an EPS would start Ghostscript).
+    data = _saved(Image.new("RGB", (16, 16), "white"), fmt) if fmt != "EPS" else b"%!PS-Adobe-3.0 EPSF-3.0\n"
+    assert fmt not in ALLOWED_FORMATS
+    path = tmp_path / "digit.png"  # a .png name (or an image/png upload) changes nothing
+    path.write_bytes(data)
+    with pytest.raises(DigitlabError, match="not an image digitlab reads"):
+        load_image(path)
+
+
+def test_eps_never_reaches_ghostscript(monkeypatch):
+    from PIL import EpsImagePlugin
+
+    called = []
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *a, **k: called.append(a))
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n%%EOF\n"
+    with pytest.raises(DigitlabError):
+        decode_image(eps)
+    assert called == []
+
+
+def test_any_decoder_exception_is_a_digitlab_error(monkeypatch):
+    # A corrupt file can make a decoder raise anything (a DDS once raised NotImplementedError).
+    from PIL import ImageFile
+
+    data = png_bytes(Image.new("L", (8, 8)))
+    for exc in (NotImplementedError("no such pixel format"), KeyError("tag"), RuntimeError("decoder"), MemoryError()):
+
+        def broken(self, exc=exc):
+            raise exc
+
+        monkeypatch.setattr(ImageFile.ImageFile, "load", broken)
+        with pytest.raises(DigitlabError, match="corrupt|too large"):
+            decode_image(data, "x.png")
+
+
+def test_decode_image_applies_the_byte_limit(monkeypatch):
+    import digitlab.inference.image as image
+
+    monkeypatch.setattr(image, "MAX_BYTES", 100)
+    with pytest.raises(DigitlabError, match="over the"):
+        decode_image(png_bytes(Image.fromarray(np.random.default_rng(1).integers(0, 255, (32, 32), dtype=np.uint8))))

@@ -1,9 +1,12 @@
-"""Safe image decoding: every user image enters digitlab through ``load_image``.
+"""Safe image decoding: every image file enters digitlab through ``load_image`` or ``decode_image``.
 
-Pillow decodes; this module adds what a server and a CLI need on top: a pixel limit
-checked from the header before any pixel is decoded (decompression bombs), the first frame
-of animated or multi-page files, phone photos turned upright by their EXIF orientation,
-and one clear ``DigitlabError`` for every way a file can be unreadable.
+Training folders, ``digitlab predict`` and the web app all decode here, under the same limits.
+Pillow decodes; this module adds what a server and a CLI need on top: only the formats in
+``ALLOWED_FORMATS`` are tried (Pillow would otherwise identify ICO, PCX, EPS through Ghostscript,
+and some forty more, whatever the file is called or sent as), a byte limit and a pixel limit
+checked from the header before any pixel is decoded (decompression bombs), the first frame of
+animated or multi-page files, phone photos turned upright by their EXIF orientation, and one
+clear ``DigitlabError`` for every way a file can be unreadable, whatever the decoder raises.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from digitlab.errors import DigitlabError
 
 MAX_PIXELS = 40_000_000  # 40 megapixels: above any phone photo, far below what exhausts memory
 MAX_BYTES = 100 * 1024 * 1024  # an encoded file larger than this is not a digit photo
+# The formats cameras, scanners, browsers' canvases and datasets produce. Every other Pillow plugin
+# is code that parses hostile bytes for no user (EPS even starts Ghostscript), so none is tried.
+ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
 
 ImageSource = str | Path | bytes | bytearray | BinaryIO
 
@@ -57,25 +63,35 @@ def load_image(source: ImageSource) -> Image.Image:
     """Decode an image file, bytes or binary stream into a fully loaded PIL image.
 
     Args:
-        source: a path, the encoded bytes, or a binary file object.
+        source: a path, the encoded bytes, or a binary file object (at most ``MAX_BYTES``).
 
     Returns:
         The first frame, turned upright by its EXIF orientation, in the file's own mode
         (``digitlab.inference.preprocess`` handles every mode).
 
     Raises:
-        DigitlabError: missing path, empty, truncated or non-image data, or more than
-            ``MAX_PIXELS`` pixels.
+        DigitlabError: missing path, empty, truncated, corrupt or non-image data, a format
+            outside ``ALLOWED_FORMATS``, more than ``MAX_BYTES`` bytes or ``MAX_PIXELS`` pixels.
     """
-    name = _describe(source)
-    data = _read_bytes(source)
+    return decode_image(_read_bytes(source), _describe(source))
+
+
+def decode_image(data: bytes, name: str = "image bytes") -> Image.Image:
+    """Decode encoded image bytes (see ``load_image``); ``name`` is what error messages call them.
+
+    Raises:
+        DigitlabError: for every input that is not a readable image within the limits; no
+            other exception escapes, whatever the decoder raises on corrupt data.
+    """
+    if len(data) > MAX_BYTES:
+        raise DigitlabError(f"{name}: over the {MAX_BYTES // 2**20} MB limit")
     if not data:
         raise DigitlabError(f"{name}: empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             # Pillow warns between MAX_IMAGE_PIXELS and twice that; treat the warning as the error.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
             w, h = img.size  # from the header: nothing decoded yet
             if w * h > MAX_PIXELS:
                 raise DigitlabError(f"{name}: {w}x{h} pixels is over the limit of {MAX_PIXELS / 1e6:.0f} megapixels")
@@ -94,7 +110,9 @@ def load_image(source: ImageSource) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DigitlabError(f"{name}: too many pixels (decompression bomb?): {exc}") from exc
     except Image.UnidentifiedImageError as exc:
-        raise DigitlabError(f"{name}: not an image Pillow can read") from exc
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
-        # Truncated data, corrupt chunks, broken EXIF: the decoders raise any of these.
-        raise DigitlabError(f"{name}: corrupt or truncated image ({exc})") from exc
+        raise DigitlabError(f"{name}: not an image digitlab reads ({', '.join(ALLOWED_FORMATS)})") from exc
+    except MemoryError as exc:
+        raise DigitlabError(f"{name}: too large to decode") from exc
+    except Exception as exc:  # noqa: BLE001 - corrupt data: decoders raise OSError, SyntaxError, ValueError,
+        # EOFError, IndexError, TypeError, struct.error, even NotImplementedError; each means "unreadable"
+        raise DigitlabError(f"{name}: corrupt or truncated image ({type(exc).__name__}: {str(exc)[:200]})") from exc
