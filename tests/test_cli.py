@@ -141,7 +141,7 @@ def test_summary_cnn(capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["train", "--no-such-option"], "No such option: --no-such-option"),
+        (["train", "--no-such-option"], "No such option"),
         (["train", "--epochs", "abc"], "Invalid value for '--epochs'"),
         (["predict"], "Missing argument"),
         (["no-such-command"], "No such command 'no-such-command'"),
@@ -149,7 +149,6 @@ def test_summary_cnn(capsys):
     ],
 )
 def test_usage_errors_are_a_message_and_exit_code_2(capsys, argv, message):
-    # typer 0.29 raises its own copy of click's exceptions; they once escaped main() as a traceback.
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Usage: digitlab" in err and "Traceback" not in err

@@ -35,7 +35,7 @@ def export_cmd(
     ckpt = load_checkpoint(checkpoint)
     slim = slim_checkpoint(ckpt, half=half)
     if calibrate is not False:
-        from digitlab.cli.train import checkpoint_data
+        from digitlab.cli.eval import checkpoint_data
         from digitlab.evaluate.calibration import calibrate_checkpoint
 
         try:

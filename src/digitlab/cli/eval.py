@@ -1,0 +1,82 @@
+"""`digitlab eval`: a checkpoint's accuracy, per-class report, confusion matrix and worst errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from digitlab.cli.app import app
+
+console = Console()
+
+
+def checkpoint_data(ckpt: dict, dataset: str | None = None, data_dir: str | None = None):
+    """The data a checkpoint was trained on (or ``dataset``, checked to have its shape), loaded the
+    way its training loaded it (an image folder's gray/RGB and size)."""
+    from digitlab.data import load_dataset
+    from digitlab.engine.checkpoint import check_compatible
+
+    name = dataset or ckpt.get("dataset", "mnist")
+    data_cfg = (ckpt.get("config") or {}).get("data", {})
+    data = load_dataset(
+        name,
+        data_dir if data_dir is not None else data_cfg.get("data_dir"),
+        grayscale=data_cfg.get("grayscale") if dataset is None else None,
+        image_size=data_cfg.get("image_size") if dataset is None else None,
+    )
+    check_compatible(ckpt, data.channels, data.image_size, data.num_classes, name)
+    return data
+
+
+@app.command("eval")
+def eval_cmd(
+    checkpoint: str = typer.Argument(..., help="A checkpoint file or a run directory (its best.pt)."),
+    dataset: str | None = typer.Option(
+        None, help="Evaluate on another dataset of the same shape (default: the checkpoint's)."
+    ),
+    data_dir: str | None = typer.Option(None, help="Where the data files are."),
+    out: str | None = typer.Option(
+        None, help="Folder for confusion.png, errors.png, report.txt, eval.json (default: next to the checkpoint)."
+    ),
+    tta: bool | None = typer.Option(
+        None, "--tta/--no-tta", help="Test-time augmentation (default: as the training's final evaluation did)."
+    ),
+    device: str = typer.Option("auto"),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+) -> None:
+    """Accuracy, precision/recall/F1, classification report, confusion matrix and worst errors."""
+    from digitlab.engine.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
+    from digitlab.engine.device import resolve_device
+    from digitlab.engine.train import evaluate, trained_with_tta
+    from digitlab.evaluate.calibration import calibration_summary
+    from digitlab.evaluate.report import format_report, write_report
+
+    path = resolve_checkpoint_path(checkpoint)
+    ckpt = load_checkpoint(path)
+    data = checkpoint_data(ckpt, dataset, data_dir)
+    name = dataset or ckpt.get("dataset", "mnist")
+    dev = resolve_device(device)
+    model = model_from_checkpoint(ckpt, dev)
+    out_dir = Path(out) if out else path.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if tta is None:  # the same accuracy that `digitlab train` printed for this checkpoint
+        tta = trained_with_tta(ckpt)
+    res = evaluate(model, data.test_x.to(dev), data.test_y.to(dev), tuple(ckpt["mean"]), tuple(ckpt["std"]), tta=tta)
+    temperature = ckpt.get("temperature")  # fitted by training or export; probabilities as `predict` reports them
+    meta = {
+        "checkpoint": str(path),
+        "dataset": name,
+        "tta": tta,
+        "loss": res.loss,
+        "calibration": calibration_summary(res.logits, data.test_y, temperature),
+    }
+    probs = (res.logits / (temperature or 1.0)).softmax(1)
+    metrics = write_report(out_dir, data.test_y, probs, data.classes, data.test_x, meta=meta)
+    if as_json:
+        print(json.dumps(metrics, indent=2, default=str))
+    else:
+        console.print(format_report(metrics), highlight=False)
+        console.print(f"wrote confusion.png, errors.png, report.txt, eval.json to {out_dir}", highlight=False)
