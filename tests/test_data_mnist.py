@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import struct
+import tracemalloc
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -259,3 +261,90 @@ def test_real_mnist_from_parent_dir(mnist_dir, isolated_data_env):
     if mnist_dir.name != "mnist":
         pytest.skip("the MNIST folder is not named mnist/")
     assert load_dataset("mnist", mnist_dir.parent, download=False).test_x.shape[0] == 10000
+
+
+# --- hostile files (issue 14, item 5) -----------------------------------------------------
+
+
+def test_gzip_bomb_is_refused_from_its_header(tmp_path):
+    """256 KB of gzip that inflates to 256 MB, with a header declaring all of it: refused before inflating."""
+    n = 1 << 28
+    header = bytes([0, 0, 8, 3]) + struct.pack(">3I", n // 784, 28, 28)
+    comp = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip container
+    parts = [comp.compress(header)]
+    zeros = bytes(1 << 20)
+    parts += [comp.compress(zeros) for _ in range(n >> 20)]
+    p = tmp_path / "bomb-idx3-ubyte.gz"
+    p.write_bytes(b"".join(parts) + comp.flush())
+    assert p.stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(
+            DigitlabError, match=r"bomb-idx3-ubyte\.gz: IDX header declares 342392x28x28 values .* over the"
+        ):
+            read_idx(p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20  # nothing near the declared gigabyte was allocated
+
+
+def test_gzip_bomb_under_the_cap_stops_at_the_declared_size(tmp_path):
+    """A header declaring 1 MB followed by 200 MB of zeros: refused after reading 1 MB + one chunk."""
+    header = bytes([0, 0, 8, 1]) + struct.pack(">I", 1 << 20)
+    comp = zlib.compressobj(9, zlib.DEFLATED, 31)
+    parts = [comp.compress(header)] + [comp.compress(bytes(1 << 20)) for _ in range(200)]
+    p = tmp_path / "long-idx1-ubyte.gz"
+    p.write_bytes(b"".join(parts) + comp.flush())
+    tracemalloc.start()
+    try:
+        with pytest.raises(DigitlabError, match="more than 1,048,576 bytes after the data"):
+            read_idx(p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20
+
+
+@pytest.mark.parametrize("ndim", [0, 5, 64, 255])
+def test_too_many_dimensions(tmp_path, ndim):
+    p = tmp_path / "d-idx"
+    p.write_bytes(bytes([0, 0, 8, ndim]) + b"\x00\x00\x00\x01" * ndim)
+    with pytest.raises(DigitlabError, match=f"declares {ndim} dimensions"):
+        read_idx(p)
+
+
+def test_dimension_product_past_64_bits(tmp_path):
+    p = tmp_path / "o-idx"
+    p.write_bytes(bytes([0, 0, 0x0E, 4]) + struct.pack(">4I", *[2**32 - 1] * 4))
+    with pytest.raises(DigitlabError, match=r"4294967295x4294967295x4294967295x4294967295 values .* over the"):
+        read_idx(p)
+
+
+def test_empty_dimension(tmp_path):
+    p = tmp_path / "e-idx"
+    p.write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">3I", 0, 28, 28))
+    with pytest.raises(DigitlabError, match=r"empty array \(0x28x28\)"):
+        read_idx(p)
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (np.array([1, np.nan, 2, 3, 4], ">f4"), r"whole numbers, label 1 is .*nan"),
+        (np.array([1, 2, 2.5, 3, 4], ">f4"), r"whole numbers, label 2 is .*2\.5"),
+        (np.array([1, 2, np.inf, 3, 4], ">f4"), r"whole numbers, label 2 is .*inf"),
+        (np.array([0, 1, 2, 3, -1], np.int8), r"labels must be in 0\.\.9, found -1\.\.3"),
+    ],
+)
+def test_labels_nan_fractional_or_negative_are_refused(tmp_path, isolated_data_env, labels, message):
+    tiny_mnist(tmp_path)
+    write_idx(tmp_path / (STEMS[3] + ".gz"), labels)
+    with pytest.raises(DigitlabError, match=message):
+        load_dataset("mnist", tmp_path, download=False)
+
+
+def test_whole_float_labels_are_accepted(tmp_path, isolated_data_env):
+    tiny_mnist(tmp_path)
+    write_idx(tmp_path / (STEMS[3] + ".gz"), np.array([4, 3, 2, 1, 0], ">f4"))
+    assert load_dataset("mnist", tmp_path, download=False).test_y.tolist() == [4, 3, 2, 1, 0]

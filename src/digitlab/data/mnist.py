@@ -1,17 +1,21 @@
 """MNIST and Fashion-MNIST from IDX files (gzip-compressed or not).
 
 IDX: two zero bytes, a type code, the number of dimensions, one big-endian uint32 per
-dimension, then the data. We validate all of it and read the data with one
-``np.frombuffer``: the 47 MB of MNIST training images load in a fraction of a second.
+dimension, then the data. The header is read and checked first, the data is then read
+(inflated, for ``.gz``) straight into one array of the declared size: the 47 MB of MNIST
+training images load in a fraction of a second, and a crafted file cannot make us hold
+more than the size cap allows.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -41,56 +45,108 @@ STATS = {  # published per-channel mean/std of the training images, [0, 1] scale
 }
 
 
-def _read_bytes(path: Path) -> bytes:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DigitlabError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    if raw[:2] == GZIP_MAGIC:
-        try:
-            return gzip.decompress(raw)
-        except EOFError as exc:
-            raise DigitlabError(f"{path} is truncated: the gzip stream ends early (re-download it)") from exc
-        except (OSError, zlib.error) as exc:
-            raise DigitlabError(f"{path} is a corrupt gzip file ({exc}); re-download it") from exc
-    if path.name.endswith(".gz") and raw[:2] != b"\x00\x00":
+# The largest IDX file digitlab reads is MNIST's training images, 47 MB uncompressed
+# (60,000 x 28 x 28). The header's declared size is checked against this before a byte is
+# inflated, so a small crafted .gz cannot expand into gigabytes; 4x leaves room for
+# larger IDX sets of the same kind while bounding memory well under 500 MB.
+MAX_IDX_BYTES = 4 * 47_040_016
+# Datasets store labels as 1 dimension and images as 3 (N, H, W); 4 allows a channel axis.
+MAX_IDX_DIMS = 4
+_READ_CHUNK = 1 << 20
+
+
+def _stream(raw: BinaryIO, path: Path) -> tuple[BinaryIO, bool]:
+    """``raw`` as a stream of IDX bytes: inflated on the fly if it is gzip, as it is otherwise."""
+    magic = raw.read(2)
+    raw.seek(0)
+    if magic == GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=raw, mode="rb"), True  # type: ignore[return-value]
+    if path.name.endswith(".gz") and magic != b"\x00\x00":
         raise DigitlabError(f"{path} is not a gzip file (and not an uncompressed IDX file either)")
-    return raw
+    return raw, False
+
+
+def _read_exactly(f: BinaryIO, n: int) -> bytes:
+    out = f.read(n)
+    return out if out is not None else b""
+
+
+def _header(f: BinaryIO, path: Path) -> tuple[np.dtype, tuple[int, ...]]:
+    head = _read_exactly(f, 4)
+    if len(head) < 4:
+        raise DigitlabError(f"{path} is not an IDX file: only {len(head)} bytes")
+    if head[:2] != b"\x00\x00":
+        raise DigitlabError(f"{path} is not an IDX file: bad magic number 0x{head.hex()}")
+    type_code, ndim = head[2], head[3]
+    if type_code not in IDX_TYPES:
+        raise DigitlabError(f"{path}: unknown IDX data type 0x{type_code:02x}")
+    if not 1 <= ndim <= MAX_IDX_DIMS:
+        raise DigitlabError(f"{path}: IDX header declares {ndim} dimensions (a dataset file has 1 to {MAX_IDX_DIMS})")
+    raw_dims = _read_exactly(f, 4 * ndim)
+    if len(raw_dims) < 4 * ndim:
+        raise DigitlabError(
+            f"{path} is truncated: the header needs {4 + 4 * ndim} bytes, the file has {4 + len(raw_dims)}"
+        )
+    return IDX_TYPES[type_code], struct.unpack(f">{ndim}I", raw_dims)
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (``.gz`` or uncompressed) into a writable native-endian array.
 
-    Raises DigitlabError naming the file for a bad magic number, an unknown type, or a
-    data size that does not match the header (truncated or trailing bytes).
+    The header is read first and the declared size checked (at most ``MAX_IDX_BYTES``) before
+    the data is read or inflated. Raises DigitlabError naming the file for a bad magic number,
+    an unknown type, too many or empty dimensions, a size over the cap, or a data size that
+    does not match the header (truncated or trailing bytes).
     """
     path = Path(path)
-    data = _read_bytes(path)
-    if len(data) < 4:
-        raise DigitlabError(f"{path} is not an IDX file: only {len(data)} bytes")
-    zero, type_code, ndim = data[:2], data[2], data[3]
-    if zero != b"\x00\x00":
-        raise DigitlabError(f"{path} is not an IDX file: bad magic number 0x{data[:4].hex()}")
-    if type_code not in IDX_TYPES:
-        raise DigitlabError(f"{path}: unknown IDX data type 0x{type_code:02x}")
-    if ndim == 0:
-        raise DigitlabError(f"{path}: IDX header declares 0 dimensions")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DigitlabError(f"{path} is truncated: the header needs {header} bytes, the file has {len(data)}")
-    dims = struct.unpack(f">{ndim}I", data[4:header])
-    dtype = IDX_TYPES[type_code]
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    actual = len(data) - header
-    if actual < expected:
+    try:
+        raw = open(path, "rb")
+    except OSError as exc:
+        raise DigitlabError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    compressed = False
+    try:
+        with raw:
+            f, compressed = _stream(raw, path)
+            with f:
+                return _read_idx(f, path)
+    except EOFError as exc:
+        raise DigitlabError(f"{path} is truncated: the gzip stream ends early (re-download it)") from exc
+    except (OSError, zlib.error) as exc:
+        what = "a corrupt gzip file" if compressed else "unreadable"
+        raise DigitlabError(f"{path} is {what} ({getattr(exc, 'strerror', None) or exc}); re-download it") from exc
+
+
+def _read_idx(f: BinaryIO, path: Path) -> np.ndarray:
+    dtype, dims = _header(f, path)
+    shape = "x".join(map(str, dims))
+    if 0 in dims:
+        raise DigitlabError(f"{path}: IDX header declares an empty array ({shape})")
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: no overflow for any header
+    if expected > MAX_IDX_BYTES:
         raise DigitlabError(
-            f"{path} is truncated: header says {'x'.join(map(str, dims))} values "
-            f"({expected} bytes), the file holds {actual} bytes"
+            f"{path}: IDX header declares {shape} values ({expected:,} bytes), over the {MAX_IDX_BYTES:,}-byte "
+            "limit for a dataset file"
         )
-    if actual > expected:
-        raise DigitlabError(f"{path} is corrupt: {actual - expected} bytes after the data the header declares")
-    arr = np.frombuffer(data, dtype=dtype, count=expected // dtype.itemsize, offset=header).reshape(dims)
-    return arr.astype(dtype.newbyteorder("="), copy=True)  # writable, native byte order
+    arr = np.empty(math.prod(dims), dtype=dtype)
+    view = memoryview(arr).cast("B")
+    got = 0
+    while got < expected:
+        n = f.readinto(view[got : got + _READ_CHUNK])
+        if not n:
+            break
+        got += n
+    if got < expected:
+        raise DigitlabError(
+            f"{path} is truncated: header says {shape} values ({expected} bytes), the file holds {got} bytes"
+        )
+    extra = len(_read_exactly(f, _READ_CHUNK))
+    if extra:
+        amount = f"{extra} bytes" if extra < _READ_CHUNK else f"more than {_READ_CHUNK:,} bytes"
+        raise DigitlabError(f"{path} is corrupt: {amount} after the data the header declares")
+    arr = arr.reshape(dims)
+    if not dtype.isnative:
+        arr = arr.byteswap(inplace=True).view(dtype.newbyteorder("="))  # native byte order, no copy
+    return arr
 
 
 def _pair(images_path: Path, labels_path: Path, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,8 +157,13 @@ def _pair(images_path: Path, labels_path: Path, num_classes: int) -> tuple[torch
         raise DigitlabError(f"{labels_path}: expected labels (N,), got shape {labels.shape}")
     if len(images) != len(labels):
         raise DigitlabError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels")
-    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-        found = f"{labels.min()}..{labels.max()}"
+    if labels.dtype.kind == "f":  # IDX allows float labels; only whole numbers are classes
+        bad = ~np.isfinite(labels) | (labels != np.round(labels))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DigitlabError(f"{labels_path}: labels must be whole numbers, label {i} is {labels[i]!r}")
+    if labels.min() < 0 or labels.max() >= num_classes:  # finite here, so min/max are exact
+        found = f"{labels.min():g}..{labels.max():g}"
         raise DigitlabError(f"{labels_path}: labels must be in 0..{num_classes - 1}, found {found}")
     x = torch.from_numpy(images).unsqueeze(1)  # (N, 1, 28, 28) uint8
     y = torch.from_numpy(labels.astype(np.int64))  # (N,)
