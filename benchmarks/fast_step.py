@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from digitlab.data.loader import normalize, random_shift
 from digitlab.engine.device import autocast, resolve_precision
 from digitlab.models import create_model
-from digitlab.models.cnn import as_the_seed_wrote_it
+from digitlab.models.layers import as_the_seed_wrote_it
 
 
 def build(order: str, width: int) -> torch.nn.Module:

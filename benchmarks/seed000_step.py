@@ -29,7 +29,7 @@ from digitlab.bench import reference_throughput
 from digitlab.data import load_dataset
 from digitlab.data.loader import iterate_batches, normalize
 from digitlab.models import create_model
-from digitlab.models.cnn import ByteDropout, as_the_seed_wrote_it, pool_before_relu
+from digitlab.models.layers import ByteDropout, as_the_seed_wrote_it, pool_before_relu
 
 BATCH = 64
 VARIANTS = [

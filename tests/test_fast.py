@@ -8,6 +8,7 @@ import torch
 from digitlab.config import RunConfig
 from digitlab.engine.presets import PRESETS, apply_preset
 from digitlab.models import create_model
+from digitlab.models.layers import as_the_seed_wrote_it
 
 FAST = [("fast", 1, 28), ("fast-wide", 1, 28), ("fast-cifar", 3, 32)]
 
@@ -40,8 +41,6 @@ def test_fast_width_knob_and_other_sizes():
 @pytest.mark.parametrize("name", ["fast", "fast-wide"])
 def test_pool_late_order_of_old_checkpoints_has_their_outputs_and_gradients(name):
     # pool_early=False is the order of format-1 checkpoints; it runs the pool before the ReLU (exact).
-    from digitlab.models.cnn import as_the_seed_wrote_it
-
     torch.manual_seed(0)
     new = create_model(name, width=8)
     late = create_model(name, width=8, pool_early=False)
@@ -56,7 +55,7 @@ def test_pool_late_order_of_old_checkpoints_has_their_outputs_and_gradients(name
     out, ref = late(x), old(x)
     assert torch.equal(out, ref)
     out.square().sum().backward(), ref.square().sum().backward()
-    for p, q in zip(late.parameters(), old.parameters()):
+    for p, q in zip(late.parameters(), old.parameters(), strict=True):
         assert torch.allclose(p.grad, q.grad, atol=1e-6)
 
 

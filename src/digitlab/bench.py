@@ -170,7 +170,7 @@ def _optimizer(model: torch.nn.Module, preset: str) -> torch.optim.Optimizer:
 def reference_throughput(model_name: str, data: ImageData, steps: int) -> float:
     """Images/s of a seed-style loop: Dataset + DataLoader(batch 64, shuffle), fp32, contiguous, nn.Dropout."""
     from digitlab.models import create_model
-    from digitlab.models.cnn import as_the_seed_wrote_it
+    from digitlab.models.layers import as_the_seed_wrote_it
 
     torch.manual_seed(0)
     model = as_the_seed_wrote_it(create_model(model_name, num_classes=10, in_channels=1, image_size=28))

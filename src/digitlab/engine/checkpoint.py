@@ -15,6 +15,8 @@ import torch
 from torch import nn
 
 from digitlab.errors import DigitlabError
+from digitlab.models import create_model
+from digitlab.models.fast import POOL_LATE_BEFORE_FORMAT_2
 
 # 2: `fast` and `fast-wide` pool before their second stage's BatchNorm (models/fast.py).
 FORMAT_VERSION = 2
@@ -118,10 +120,8 @@ def load_checkpoint(path: str | Path, default_name: str = "best.pt") -> dict:
 
 
 def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu") -> nn.Module:
-    """Rebuild the registered model with its saved arguments and weights, in eval mode."""
-    from digitlab.models import create_model
-    from digitlab.models.fast import POOL_LATE_BEFORE_FORMAT_2
-
+    """Rebuild the model (registered, or the import path it was trained from) with its saved arguments and
+    weights, in eval mode."""
     args = dict(ckpt["model_args"])
     if ckpt["digitlab"] < 2 and ckpt["model_name"] in POOL_LATE_BEFORE_FORMAT_2:
         args.setdefault("pool_early", False)  # the layer order these weights were trained in

@@ -13,6 +13,7 @@ from torch import nn
 from digitlab.config import ModelConfig, TrainConfig
 from digitlab.data.base import ImageData
 from digitlab.errors import DigitlabError, unknown_name
+from digitlab.models import model_info
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta")
 SCHEDULES = ("none", "step", "cosine", "onecycle")
@@ -94,14 +95,10 @@ def lr_at(step: int, total_steps: int, t: TrainConfig) -> float:
 
 def model_kwargs(m: ModelConfig, data: ImageData) -> dict:
     """Constructor arguments from the dataset's shape, plus the width knob where the model has one."""
-    from digitlab.models.registry import _REGISTRY, _ensure_loaded
-
-    _ensure_loaded()
-    if m.model not in _REGISTRY:
-        raise unknown_name("model", m.model, list(_REGISTRY))
+    info = model_info(m.model)  # an unknown name or an unusable import path fails here, before any work
     kw = {"num_classes": data.num_classes, "in_channels": data.channels, "image_size": data.image_size}
     if m.width is not None:
-        params = inspect.signature(_REGISTRY[m.model].fn).parameters
+        params = inspect.signature(info.fn).parameters
         knob = next((n for n in ("width", "hidden", "n_feature") if n in params), None)
         if knob is None:
             raise DigitlabError(f"model {m.model!r} has no width setting; drop --width")

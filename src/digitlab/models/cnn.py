@@ -1,4 +1,4 @@
-"""The seeds' small convolutional nets, plus the two size helpers every conv model uses.
+"""The seeds' small convolutional nets (seeds 000, 001, 002 and 004).
 
 Each class is the seed's code with three changes: the input channels, image size and
 number of classes are arguments; the first linear layer's input size is measured with a
@@ -8,106 +8,12 @@ final ``log_softmax`` is gone, because training uses ``cross_entropy`` on logits
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from digitlab.errors import DigitlabError
+from digitlab.models.layers import ByteDropout, flat_size, pool_before_relu, require_min_size
 from digitlab.models.registry import register_model
-
-
-def require_min_size(model: str, image_size: int, minimum: int) -> None:
-    """Raise a DigitlabError when the convolutions and poolings would shrink the image to nothing."""
-    if image_size < minimum:
-        raise DigitlabError(
-            f"model {model!r} needs images of at least {minimum}x{minimum} pixels, got {image_size}x{image_size}; "
-            "choose another model (e.g. mlp) or a larger --image-size"
-        )
-
-
-@torch.no_grad()
-def flat_size(features: Callable[[torch.Tensor], torch.Tensor], in_channels: int, image_size: int) -> int:
-    """Number of features after ``features`` and flatten, measured on one dummy image."""
-    module = features if isinstance(features, nn.Module) else None
-    if module is not None:
-        module.eval()  # BatchNorm must not update its running statistics on the dummy
-    out = features(torch.zeros(1, in_channels, image_size, image_size))
-    if module is not None:
-        module.train()
-    return out.flatten(1).shape[1]
-
-
-def random_bytes_like(x: torch.Tensor) -> torch.Tensor:
-    """Uniform random uint8 values in ``x``'s shape, device and (dense) memory layout.
-
-    Drawn as 64-bit words viewed as bytes: 8 bytes per generator call instead of one, ~7x faster on
-    CPU than ``random_(0, 256)`` on uint8 (0.22 vs 1.68 ms for seed 000's 590k-element mask), and
-    every byte is exactly uniform (the full 64-bit range takes the generator's raw output).
-    """
-    n = x.numel()
-    words = torch.empty((n + 7) // 8, dtype=torch.int64, device=x.device).random_(-(2**63), None)
-    flat = words.view(torch.uint8)[:n]
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.as_strided(flat, x.shape, x.stride())  # a dense permuted layout: same bytes, x's strides
-    return flat.view(x.shape)
-
-
-class ByteDropout(nn.Dropout):
-    """``nn.Dropout`` with a cheaper mask: one random byte per element, kept when it is >= p * 256.
-
-    The same distribution as ``nn.Dropout`` when p is a multiple of 1/256 (the seeds' 0.25 and 0.5);
-    any other p is ``nn.Dropout`` itself. ``bernoulli_`` on CPU draws a double per element: this mask
-    made seed 000's training step 13% faster on 2 cores, and drawing its bytes 8 at a time
-    (``random_bytes_like``) faster again (BENCHMARKS.md, training speed).
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        cut = self.p * 256
-        if not self.training or self.inplace or cut != int(cut) or not 0 < cut < 256:
-            return super().forward(x)
-        keep = random_bytes_like(x) >= int(cut)  # x's memory format
-        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
-
-
-def _swap_pairs(seq: nn.Sequential, first: type, second: type) -> None:
-    """Swap every ``first`` layer directly followed by a ``second`` layer in ``seq`` (in place)."""
-    i = 0
-    while i < len(seq) - 1:
-        if type(seq[i]) is first and type(seq[i + 1]) is second:
-            seq[i], seq[i + 1] = seq[i + 1], seq[i]
-            i += 1
-        i += 1
-
-
-def pool_before_relu(seq: nn.Sequential) -> nn.Sequential:
-    """``seq`` with every ReLU -> MaxPool2d pair run as MaxPool2d -> ReLU (in place; returned).
-
-    Both are monotone, so the outputs and the gradients are the same (a test checks), while the
-    ReLU runs on 4x fewer pixels and the pool's backward gets cheaper: seed 000's bf16 training
-    step ~20% faster on 2 cores (BENCHMARKS.md, training speed). Both layers have no parameters:
-    state_dict keys do not change. ``as_the_seed_wrote_it`` puts the seed's order back.
-    """
-    _swap_pairs(seq, nn.ReLU, nn.MaxPool2d)
-    seq.pooled_first = True
-    return seq
-
-
-def as_the_seed_wrote_it(model: nn.Module) -> nn.Module:
-    """``model`` with digitlab's speed changes undone (in place; returned): every ``ByteDropout`` back to
-    the seeds' ``nn.Dropout``, and every ReLU back before its max pool (``pool_before_relu``)."""
-    for m in list(model.modules()):
-        if isinstance(m, nn.Sequential) and getattr(m, "pooled_first", False):
-            _swap_pairs(m, nn.MaxPool2d, nn.ReLU)
-            m.pooled_first = False
-        if isinstance(m, SmallCNN):
-            m.pool_first = False
-    for parent in list(model.modules()):
-        for name, child in parent.named_children():
-            if isinstance(child, ByteDropout):
-                setattr(parent, name, nn.Dropout(child.p, child.inplace))
-    return model
 
 
 class SmallCNN(nn.Module):
@@ -247,13 +153,17 @@ class CifarNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model("cnn-small", "seed 002: tiny 2-conv CNN with as many parameters as the 8-unit mlp")
+@register_model("cnn-small", "seed 002 (FC vs CNN, shuffled pixels): 2-conv CNN as small as the 8-unit mlp")
 def cnn_small(*, num_classes: int = 10, in_channels: int = 1, image_size: int = 28, n_feature: int = 6) -> nn.Module:
     require_min_size("cnn-small", image_size, 16)  # 5x5 conv, pool, 5x5 conv, pool
     return SmallCNN(num_classes, in_channels, image_size, n_feature)
 
 
-@register_model("cnn", "seed 000: the pytorch/examples MNIST CNN (conv32, conv64, dropout, fc128)")
+@register_model(
+    "cnn",
+    "seed 000 (MNIST CNN tutorial): pytorch/examples' Net (conv32, conv64, dropout, fc128)",
+    seed_keys={"features.0": "conv1", "features.2": "conv2", "classifier.1": "fc1", "classifier.4": "fc2"},
+)
 def cnn(
     *,
     num_classes: int = 10,
@@ -266,13 +176,17 @@ def cnn(
     return ExamplesNet(num_classes, in_channels, image_size, dropout1, dropout2)
 
 
-@register_model("cnn-k", "seed 001: two conv+pool blocks and fc64 (Keras-tutorial style)")
+@register_model(
+    "cnn-k",
+    "seed 001 (365-day camp MNIST tutorial): two conv+pool blocks and fc64",
+    seed_keys={"features.0": "conv1", "features.3": "conv2", "classifier.1": "fc1", "classifier.3": "fc2"},
+)
 def cnn_k(*, num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> nn.Module:
     require_min_size("cnn-k", image_size, 10)  # 3x3 conv, pool, 3x3 conv, pool
     return KerasStyleCNN(num_classes, in_channels, image_size)
 
 
-@register_model("cnn-004", "seed 004: conv16 + conv64 with pooling, dropout, one linear layer")
+@register_model("cnn-004", "seed 004 (write your own network): MyNetwork, conv16 + conv64, dropout, one linear")
 def cnn_004(
     *,
     num_classes: int = 10,
@@ -284,7 +198,17 @@ def cnn_004(
     return Net004(num_classes, in_channels, image_size, dropout)
 
 
-@register_model("cifar-net", "seed 002: the PyTorch-tutorial CIFAR-10 net (conv6, conv16, fc120, fc84)")
+@register_model(
+    "cifar-net",
+    "seed 002 (CIFAR-10 part): the PyTorch 60-minute blitz Net (conv6, conv16, fc120, fc84)",
+    seed_keys={
+        "features.0": "conv1",
+        "features.3": "conv2",
+        "classifier.1": "fc1",
+        "classifier.3": "fc2",
+        "classifier.5": "fc3",
+    },
+)
 def cifar_net(*, num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> nn.Module:
     require_min_size("cifar-net", image_size, 16)  # 5x5 conv, pool, 5x5 conv, pool
     return CifarNet(num_classes, in_channels, image_size)

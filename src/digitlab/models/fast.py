@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from digitlab.models.cnn import pool_before_relu, require_min_size
+from digitlab.models.layers import pool_before_relu, require_min_size
 from digitlab.models.registry import register_model
 
 

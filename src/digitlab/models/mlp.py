@@ -38,7 +38,11 @@ def mlp_params(in_features: int, hidden: int, num_classes: int) -> int:
     return (in_features + 1) * hidden + (hidden + 1) * hidden + (hidden + 1) * num_classes
 
 
-@register_model("mlp", "seed 002: fully-connected net, 2 hidden layers (width = hidden)")
+@register_model(
+    "mlp",
+    "seed 002 (FC vs CNN, shuffled pixels): FC2Layer, 2 hidden layers (width = hidden)",
+    seed_keys={"network.1": "network.0", "network.3": "network.2", "network.5": "network.4"},
+)
 def mlp(
     *,
     num_classes: int = 10,

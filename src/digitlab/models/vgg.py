@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from digitlab.models.cnn import flat_size, pool_before_relu, require_min_size
+from digitlab.models.layers import flat_size, pool_before_relu, require_min_size
 from digitlab.models.registry import register_model
 
 # Seed 002's cfg (VGG-11): numbers are 3x3 conv widths, "M" a 2x2 max pool.
@@ -50,7 +50,7 @@ class VGG(nn.Module):
         return nn.Sequential(*layers)
 
 
-@register_model("vgg", "seed 002: VGG-11 with BatchNorm for CIFAR-10 (9.2M parameters)")
+@register_model("vgg", "seed 002 (CIFAR-10 part): VGG-11 with BatchNorm (9.2M parameters)")
 def vgg(*, num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> nn.Module:
     require_min_size("vgg", image_size, 1)
     return VGG(num_classes, in_channels, image_size, VGG11)
