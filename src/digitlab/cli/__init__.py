@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 
 # Explicit imports: each module registers its commands on `app`.
-from digitlab.cli import bench, data, eval, experiment, export, models, predict, serve, train  # noqa: E402,F401
+from digitlab.cli import bench, data, eval, experiment, export, models, predict, runs, serve, train  # noqa: E402,F401
 from digitlab.cli.app import app
 from digitlab.errors import DigitlabError
 

@@ -18,21 +18,30 @@ def save_image_grid(
     title: str | None = None,
     title_colors: list[str] | None = None,
 ) -> Path:
-    """Save uint8 images as a compact grid PNG.
+    """Save uint8 images as a compact grid PNG and return the path written (see ``image_grid``)."""
+    image_grid(images, titles, path, ncols=ncols, title=title, title_colors=title_colors)
+    return Path(path)
+
+
+def image_grid(
+    images: torch.Tensor,
+    titles: list[str],
+    path: str | Path | None = None,
+    *,
+    ncols: int = 10,
+    title: str | None = None,
+    title_colors: list[str] | None = None,
+) -> Figure:
+    """Draw uint8 images as a compact grid; return the figure (a notebook shows it), saved when given a path.
 
     Args:
         images: uint8 (N, C, H, W) with C = 1 (drawn in gray) or 3; (N, H, W) is taken as gray.
         titles: one short caption per image (may be empty strings).
-        path: where to write the PNG; parent folders are created.
+        path: where to write the PNG (parent folders are created); None: only return the figure.
         ncols: images per row (fewer if there are fewer images).
         title: optional title over the whole figure.
         title_colors: optional matplotlib colour per caption (e.g. "red" for errors).
-
-    Returns:
-        The path written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     images = torch.as_tensor(images).detach().cpu()
     if images.dim() == 3:  # (N, H, W) -> (N, 1, H, W)
         images = images[:, None]
@@ -62,5 +71,7 @@ def save_image_grid(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(pad=0.3)
-    fig.savefig(path)
-    return path
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+    return fig

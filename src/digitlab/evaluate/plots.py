@@ -1,11 +1,16 @@
-"""Training curves, confusion matrices and bar charts as PNG files."""
+"""Training curves, run comparisons, confusion matrices and bar charts.
+
+Each plot function returns its matplotlib ``Figure`` (a notebook shows it) and writes a PNG when
+given a path. Figures use matplotlib's object API: no pyplot global state, no GUI backend.
+"""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure  # the object API: no pyplot global state, no GUI backend
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 
@@ -15,6 +20,21 @@ def _save(fig: Figure, path: str | Path) -> Path:
     fig.tight_layout()
     fig.savefig(path)
     return path
+
+
+def _finish(fig: Figure, path: str | Path | None) -> Figure:
+    """Lay the figure out, write it when given a path, and return it."""
+    if path is None:
+        fig.tight_layout()
+    else:
+        _save(fig, path)
+    return fig
+
+
+def _wrapped(title: str, width_inches: float, fontsize: float) -> str:
+    # Break a long title into lines that fit the figure instead of letting it run off the edge.
+    chars = max(20, int(width_inches * 72 / (0.55 * fontsize)))
+    return "\n".join(textwrap.wrap(title, chars)) if title else ""
 
 
 def _series(history: list[dict], key: str) -> tuple[list, list]:
@@ -46,7 +66,7 @@ def plot_curves(history: list[dict], path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def plot_confusion(cm, classes: list[str], path: str | Path) -> Path:
+def plot_confusion(cm, classes: list[str], path: str | Path | None = None) -> Figure:
     """A confusion matrix (rows: true class, columns: predicted) with the count in each cell."""
     cm = np.asarray(cm)
     k = len(classes)
@@ -75,27 +95,71 @@ def plot_confusion(cm, classes: list[str], path: str | Path) -> Path:
                     fontsize=fontsize,
                     color="white" if cm[i, j] > threshold else "black",
                 )
-    return _save(fig, path)
+    return _finish(fig, path)
 
 
 def plot_bars(
-    table: dict[str, dict[str, float]], path: str | Path, *, title: str = "", ylabel: str = "accuracy"
-) -> Path:
-    """Grouped bars: one group per outer key (e.g. model), one bar per inner key (e.g. condition)."""
+    table: dict[str, dict[str, float]],
+    path: str | Path | None = None,
+    *,
+    title: str = "",
+    ylabel: str = "accuracy",
+    errors: dict[str, dict[str, float]] | None = None,
+) -> Figure:
+    """Grouped bars: one group per outer key (e.g. model), one bar per inner key (e.g. condition).
+
+    Args:
+        table: ``{group: {bar: value}}``.
+        path: PNG to write (None: only return the figure).
+        title: over the chart, wrapped to its width.
+        ylabel: the value axis.
+        errors: same shape as ``table``: error bar half-heights (e.g. the standard deviation over seeds).
+    """
     groups = list(table)
     bars = list(dict.fromkeys(k for row in table.values() for k in row))
     x = np.arange(len(groups))
     width = 0.8 / max(1, len(bars))
-    fig = Figure(figsize=(1.8 * len(groups) + 2, 3.5), dpi=100)
+    fig_width = 1.8 * len(groups) + 2
+    fig = Figure(figsize=(fig_width, 3.8), dpi=100)
     ax = fig.subplots()
     for b, name in enumerate(bars):
         values = [table[g].get(name, np.nan) for g in groups]
-        rects = ax.bar(x + (b - (len(bars) - 1) / 2) * width, values, width, label=name)
-        ax.bar_label(rects, fmt="%.3f", fontsize=8)
+        yerr = [errors.get(g, {}).get(name, 0.0) for g in groups] if errors else None
+        rects = ax.bar(x + (b - (len(bars) - 1) / 2) * width, values, width, label=name, yerr=yerr, capsize=4)
+        spreads = yerr or [0.0] * len(values)
+        labels = [f"{v:.3f}" + (f"\n±{e:.3f}" if e else "") for v, e in zip(values, spreads, strict=True)]
+        ax.bar_label(rects, labels=labels, fontsize=8, padding=2)
     ax.set_xticks(x, groups)
     ax.set_ylabel(ylabel)
     if all(v <= 1 for row in table.values() for v in row.values()):
-        ax.set_ylim(0, 1.25)  # fractions: room above 1.0 for the labels and legend
-    ax.set_title(title)
+        ax.set_ylim(0, 1.3)  # fractions: room above 1.0 for the labels and legend
+    ax.set_title(_wrapped(title, fig_width, 11), fontsize=11)
     ax.legend(loc="upper center", ncols=len(bars), fontsize=8)
-    return _save(fig, path)
+    return _finish(fig, path)
+
+
+def plot_compare(histories: dict[str, list[dict]], path: str | Path | None = None) -> Figure:
+    """Several runs' curves overlaid: loss (train solid, test dashed) and test accuracy, per epoch.
+
+    Args:
+        histories: ``{label: metrics.csv rows}`` (keys epoch, train_loss, test_loss, test_acc).
+        path: PNG to write (e.g. ``compare.png``); None: only return the figure.
+    """
+    fig = Figure(figsize=(11, 4), dpi=100)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for i, (name, history) in enumerate(histories.items()):
+        color = f"C{i % 10}"
+        x, y = _series(history, "train_loss")
+        ax_loss.plot(x, y, "-", color=color, marker="o", markersize=3, label=f"{name} train")
+        x, y = _series(history, "test_loss")
+        ax_loss.plot(x, y, "--", color=color, marker="s", markersize=3, label=f"{name} test")
+        x, y = _series(history, "test_acc")
+        ax_acc.plot(x, y, "-", color=color, marker="s", markersize=3, label=name)
+    for ax, what in ((ax_loss, "loss (train solid, test dashed)"), (ax_acc, "test accuracy")):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(what)
+        ax.grid(alpha=0.3)
+    ax_loss.set_yscale("log")  # losses of different runs differ by factors; a log axis keeps all readable
+    ax_acc.legend(fontsize=7, loc="lower right")
+    return _finish(fig, path)
