@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from digitlab.engine.checkpoint import (
     FORMAT_VERSION,
@@ -12,6 +14,7 @@ from digitlab.engine.checkpoint import (
     model_from_checkpoint,
     save_checkpoint,
 )
+from digitlab.engine.integrity import DIGEST_KEY, check_outputs, tensor_digest
 from digitlab.errors import DigitlabError
 from digitlab.models import create_model
 
@@ -124,3 +127,117 @@ def test_write_atomically_keeps_the_old_file_when_the_writer_fails(tmp_path):
         write_atomically(path, broken)
     assert path.read_bytes() == b"epoch\n1\n"  # the previous file, whole
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
+
+
+# ---- integrity: digest, fields, weights, outputs ----------------------------------------------
+
+
+def test_a_saved_checkpoint_carries_a_digest_that_loading_verifies(tmp_path):
+    p = save_checkpoint(tmp_path / "m.pt", make_ckpt())
+    ck = torch.load(p, weights_only=True)
+    assert ck[DIGEST_KEY] == tensor_digest(ck) and ck[DIGEST_KEY].startswith("sha256:")
+    for change in (
+        lambda c: c["state_dict"]["network.1.weight"].view(-1)[0].add_(1e-3),  # one weight, slightly
+        lambda c: c.__setitem__("classes", list("0123456798")),  # two class names swapped
+        lambda c: c.__setitem__("temperature", 2.0),
+    ):
+        edited = torch.load(p, weights_only=True)
+        change(edited)
+        torch.save(edited, p.with_name("edited.pt"))  # keeps the old digest
+        with pytest.raises(DigitlabError, match="do not match the digest"):
+            load_checkpoint(p.with_name("edited.pt"))
+    assert load_checkpoint(p)["model_name"] == "mlp"
+
+
+def test_a_checkpoint_without_digest_still_loads(tmp_path):
+    old = {"digitlab": FORMAT_VERSION, **make_ckpt()}
+    torch.save(old, tmp_path / "old.pt")
+    assert DIGEST_KEY not in load_checkpoint(tmp_path / "old.pt")
+
+
+def test_the_shipped_model_loads():
+    from digitlab.inference.predictor import Predictor
+
+    p = Predictor.load()
+    assert p.predict(Image.new("L", (28, 28))).status == "empty"
+
+
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("image_size", 0, "'image_size'"),
+        ("image_size", 28.0, "'image_size'"),
+        ("channels", "x", "'channels'"),
+        ("channels", 2, "'channels'"),
+        ("state_dict", "weights", "'state_dict'"),
+        ("state_dict", {"w": [1.0, 2.0]}, "'state_dict'"),
+        ("classes", list("012"), "num_classes=10"),  # 3 class names for 10 outputs
+        ("classes", "0123456789", "'classes'"),
+        ("classes", list("0123456788"), "distinct"),
+        ("mean", [0.1, 0.2], "'mean'"),
+        ("std", [0.0], "'std'"),
+        ("std", [float("nan")], "'std'"),
+        ("model_name", 7, "'model_name'"),
+        ("model_args", "mlp", "'model_args'"),
+        ("task", "audio", "'task'"),
+        ("metrics", "great", "'metrics'"),
+        ("metrics", {"test_acc": "99%"}, "test_acc"),
+        ("digitlab", "2", "'digitlab'"),
+        ("temperature", 0.0, "temperature"),
+        ("temperature", -0.5, "temperature"),
+        ("temperature", float("nan"), "temperature"),
+        ("temperature", float("inf"), "temperature"),
+        ("temperature", "1", "temperature"),
+    ],
+)
+def test_each_malformed_field_is_one_clear_error(tmp_path, field, value, words):
+    ck = make_ckpt()
+    ck[field] = value
+    path = tmp_path / "bad.pt"
+    torch.save({"digitlab": FORMAT_VERSION, **ck}, path)  # no digest: the fields alone must be checked
+    with pytest.raises(DigitlabError, match=words) as info:
+        load_checkpoint(path)
+    assert "\n" not in str(info.value)
+
+
+def test_an_unknown_model_argument_is_a_clear_error(tmp_path):
+    ck = make_ckpt()
+    ck["model_args"] = {**ck["model_args"], "wdith": 8}
+    with pytest.raises(DigitlabError, match="cannot be built from its arguments"):
+        model_from_checkpoint(load_checkpoint(save_checkpoint(tmp_path / "m.pt", ck)))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e30])
+def test_nan_infinite_or_huge_weights_are_refused(tmp_path, value):
+    ck = make_ckpt()
+    ck["state_dict"]["network.1.weight"][0, 0] = value
+    with pytest.raises(DigitlabError, match="NaN or infinite|beyond"):
+        load_checkpoint(save_checkpoint(tmp_path / "m.pt", ck))
+
+
+def test_outputs_of_the_wrong_width_or_not_finite_are_refused():
+    ck = {"digitlab": FORMAT_VERSION, **make_ckpt()}
+    model = model_from_checkpoint(ck)
+    with pytest.raises(DigitlabError, match=r"shape \(2, 10\) for 3 class names"):
+        check_outputs(model, {**ck, "classes": list("abc")}, "m.pt")
+    with pytest.raises(DigitlabError, match="cannot take a 3x28x28 input"):
+        check_outputs(model, {**ck, "channels": 3}, "m.pt")
+    with torch.no_grad():
+        model.network[-1].bias.fill_(float("nan"))
+    with pytest.raises(DigitlabError, match="NaN or infinite"):
+        check_outputs(model, ck, "m.pt")
+
+
+def test_the_predictor_never_answers_nan():
+    from digitlab.inference.predictor import Predictor
+
+    ck = {"digitlab": FORMAT_VERSION, **make_ckpt()}
+    model = model_from_checkpoint(ck)
+    predictor = Predictor(model, ck)
+    with torch.no_grad():
+        predictor.model.network[-1].bias.fill_(float("nan"))  # weights broken after loading
+    img = Image.fromarray(np.pad(np.full((12, 4), 255, np.uint8), 8))
+    with pytest.raises(DigitlabError, match="NaN or infinite"):
+        predictor.predict(img)
+    with pytest.raises(DigitlabError, match="temperature"):
+        Predictor(model, {**ck, "temperature": 0.0})

@@ -14,6 +14,7 @@ from typing import BinaryIO
 import torch
 from torch import nn
 
+from digitlab.engine.integrity import DIGEST_KEY, check_digest, check_fields, check_outputs, check_weights, with_digest
 from digitlab.errors import DigitlabError
 from digitlab.models import create_model
 from digitlab.models.fast import POOL_LATE_BEFORE_FORMAT_2
@@ -84,8 +85,20 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], object]) -> P
 
 
 def save_checkpoint(path: str | Path, ckpt: dict) -> Path:
-    """Save a checkpoint with ``write_atomically``: a crash or Ctrl-C never leaves half a checkpoint."""
-    return write_atomically(path, lambda f: torch.save({"digitlab": FORMAT_VERSION, **ckpt}, f))
+    """Save a checkpoint with ``write_atomically``: a crash or Ctrl-C never leaves half a checkpoint.
+
+    A checkpoint with weights also stores the digest of its weights and fields, which
+    ``load_checkpoint`` verifies.
+    """
+    full = {"digitlab": FORMAT_VERSION, **ckpt}
+    if isinstance(full.get("state_dict"), dict):
+        full = with_digest(full)
+    return write_atomically(path, lambda f: torch.save(full, f))
+
+
+def _one_line(exc: BaseException, limit: int) -> str:
+    """An exception's message on one line (torch's span several), cut to ``limit`` characters."""
+    return " ".join(str(exc).split())[:limit]
 
 
 def resolve_checkpoint_path(path: str | Path, default_name: str = "best.pt") -> Path:
@@ -99,23 +112,31 @@ def resolve_checkpoint_path(path: str | Path, default_name: str = "best.pt") -> 
 
 
 def load_checkpoint(path: str | Path, default_name: str = "best.pt") -> dict:
-    """Load and validate a digitlab checkpoint; anything else is a clear DigitlabError."""
+    """Load and validate a digitlab checkpoint; anything else is a clear DigitlabError.
+
+    Beyond the format marker and the required keys: each field's type and range, finite weights
+    within ``MAX_ABS_WEIGHT``, and the stored digest when there is one (older checkpoints have none).
+    """
     p = resolve_checkpoint_path(path, default_name)
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, zip errors, truncated files: all mean "not a checkpoint"
         raise DigitlabError(
-            f"{p} is not a readable digitlab checkpoint ({type(exc).__name__}: {str(exc)[:200]})"
+            f"{p} is not a readable digitlab checkpoint ({type(exc).__name__}: {_one_line(exc, 200)})"
         ) from exc
     if not isinstance(ckpt, dict) or "digitlab" not in ckpt:
         raise DigitlabError(
             f"{p} is not a digitlab checkpoint (no 'digitlab' format marker); train one with `digitlab train`"
         )
-    if ckpt["digitlab"] > FORMAT_VERSION:
-        raise DigitlabError(f"{p} was written by a newer digitlab (format {ckpt['digitlab']}); upgrade digitlab")
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise DigitlabError(f"{p} is missing {', '.join(missing)}; it is not a complete digitlab checkpoint")
+    check_fields(ckpt, str(p))
+    if ckpt["digitlab"] > FORMAT_VERSION:
+        raise DigitlabError(f"{p} was written by a newer digitlab (format {ckpt['digitlab']}); upgrade digitlab")
+    if DIGEST_KEY in ckpt:
+        check_digest(ckpt, str(p))
+    check_weights(ckpt["state_dict"], str(p))
     return ckpt
 
 
@@ -125,12 +146,21 @@ def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu") -> nn.
     args = dict(ckpt["model_args"])
     if ckpt["digitlab"] < 2 and ckpt["model_name"] in POOL_LATE_BEFORE_FORMAT_2:
         args.setdefault("pool_early", False)  # the layer order these weights were trained in
-    model = create_model(ckpt["model_name"], **args)
+    try:
+        model = create_model(ckpt["model_name"], **args)
+    except (TypeError, ValueError, RuntimeError) as exc:  # an unknown or out-of-range argument in model_args
+        raise DigitlabError(
+            f"checkpoint's model {ckpt['model_name']!r} cannot be built from its arguments {args}: {_one_line(exc, 200)}"
+        ) from exc
     try:
         model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as exc:
-        raise DigitlabError(f"checkpoint weights do not fit model {ckpt['model_name']!r}: {str(exc)[:300]}") from exc
-    return model.to(device).eval()
+    except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
+        raise DigitlabError(
+            f"checkpoint weights do not fit model {ckpt['model_name']!r}: {_one_line(exc, 300)}"
+        ) from exc
+    model = model.to(device).eval()
+    check_outputs(model, ckpt, f"checkpoint of model {ckpt['model_name']!r}")
+    return model
 
 
 def check_compatible(ckpt: dict, channels: int, image_size: int, num_classes: int, dataset: str) -> None:

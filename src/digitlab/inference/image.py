@@ -115,4 +115,6 @@ def decode_image(data: bytes, name: str = "image bytes") -> Image.Image:
         raise DigitlabError(f"{name}: too large to decode") from exc
     except Exception as exc:  # noqa: BLE001 - corrupt data: decoders raise OSError, SyntaxError, ValueError,
         # EOFError, IndexError, TypeError, struct.error, even NotImplementedError; each means "unreadable"
-        raise DigitlabError(f"{name}: corrupt or truncated image ({type(exc).__name__}: {str(exc)[:200]})") from exc
+        raise DigitlabError(
+            f"{name}: corrupt or truncated image ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
+        ) from exc

@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from digitlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from digitlab.engine.integrity import check_temperature
 from digitlab.errors import DigitlabError
 from digitlab.inference.image import load_image
 from digitlab.inference.preprocess import generic_image, normalize, preprocess_digits
@@ -282,7 +283,7 @@ class Predictor:
         self.std = tuple(float(s) for s in ckpt["std"])
         # Reported probabilities are softmax(logits / temperature), calibrated where `digitlab export`
         # fitted it; the segmentation still weighs readings with the model's own (temperature 1).
-        self.temperature = float(ckpt.get("temperature", 1.0))
+        self.temperature = check_temperature(ckpt.get("temperature", 1.0))  # finite and > 0, or DigitlabError
         self.uncertain_below = CALIBRATED_UNCERTAIN_BELOW if "temperature" in ckpt else UNCERTAIN_BELOW
         task = ckpt.get("task")
         if task not in ("digits", "images"):
@@ -340,9 +341,10 @@ class Predictor:
             torch.softmax(self.model(_channels_last(x[i : i + batch_size].to(self.device))).float(), dim=1).cpu()
             for i in range(0, x.shape[0], batch_size)
         ]
-        if len(out) == 1:
-            return out[0]
-        return torch.cat(out) if out else torch.empty(0, len(self.classes))
+        probs = out[0] if len(out) == 1 else torch.cat(out) if out else torch.empty(0, len(self.classes))
+        if not bool(torch.isfinite(probs).all()):  # NaN never reaches an answer (nor JSON, which has no NaN)
+            raise DigitlabError("the model's output is NaN or infinite for this image; its checkpoint is broken")
+        return probs
 
     def _result(self, prep: _Prepared, probs: torch.Tensor, top_k: int, model_ms: float) -> Prediction:
         k = max(1, min(top_k, len(self.classes)))
