@@ -25,6 +25,7 @@ from digitlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from digitlab.engine.integrity import check_temperature
 from digitlab.errors import DigitlabError
 from digitlab.inference.image import load_image
+from digitlab.inference.onnx import OnnxModel, is_onnx_path, load_onnx
 from digitlab.inference.preprocess import generic_image, normalize, preprocess_digits
 
 UNCERTAIN_BELOW = 0.6  # a top probability under this is flagged as uncertain ...
@@ -270,11 +271,14 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
 class Predictor:
     """A loaded model plus the preprocessing its checkpoint asks for."""
 
-    def __init__(self, model: torch.nn.Module, ckpt: dict, device: str | torch.device = "cpu"):
+    def __init__(self, model: torch.nn.Module | OnnxModel, ckpt: dict, device: str | torch.device = "cpu"):
         # channels_last: oneDNN's convolutions skip a layout reorder; the shipped model's forward at
         # batch 1-2 on one CPU thread takes ~25% less (0.86 -> 0.67 ms), outputs equal to ~1e-6.
         # BatchNorms folded into the convs: 0.66 -> 0.54 ms more (fold_batchnorm; the caller's model is not changed).
-        self.model = fold_batchnorm(model).to(memory_format=torch.channels_last)
+        # An ONNX model (onnxruntime) was folded at export and takes its input as it comes.
+        self.model = (
+            fold_batchnorm(model).to(memory_format=torch.channels_last) if isinstance(model, torch.nn.Module) else model
+        )
         self.device = torch.device(device)
         self.classes: list[str] = list(ckpt["classes"])
         self.channels = int(ckpt["channels"])
@@ -304,12 +308,16 @@ class Predictor:
 
     @classmethod
     def load(cls, checkpoint: str | Path | None = None, device: str = "cpu") -> Predictor:
-        """Load a checkpoint (a file or a run folder); None loads the shipped default model.
+        """Load a checkpoint (a file or a run folder), or a ``.onnx`` file of `digitlab export --format onnx`
+        (run by onnxruntime); None loads the shipped default model.
 
         Raises:
             DigitlabError: missing or invalid checkpoint.
         """
         path = default_model_path() if checkpoint is None else checkpoint
+        if is_onnx_path(path):
+            onnx_model, fields = load_onnx(path)
+            return cls(onnx_model, fields, "cpu")  # onnxruntime's CPU provider
         ckpt = load_checkpoint(path)
         model = model_from_checkpoint(ckpt, device)
         return cls(model, ckpt, device)

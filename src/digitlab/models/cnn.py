@@ -153,7 +153,7 @@ class CifarNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model("cnn-small", "seed 002 (FC vs CNN, shuffled pixels): 2-conv CNN as small as the 8-unit mlp")
+@register_model("cnn-small", "seed 002 (FC vs CNN, shuffled pixels): 2-conv CNN as small as the 8-unit mlp", seed="002")
 def cnn_small(*, num_classes: int = 10, in_channels: int = 1, image_size: int = 28, n_feature: int = 6) -> nn.Module:
     require_min_size("cnn-small", image_size, 16)  # 5x5 conv, pool, 5x5 conv, pool
     return SmallCNN(num_classes, in_channels, image_size, n_feature)
@@ -162,6 +162,7 @@ def cnn_small(*, num_classes: int = 10, in_channels: int = 1, image_size: int = 
 @register_model(
     "cnn",
     "seed 000 (MNIST CNN tutorial): pytorch/examples' Net (conv32, conv64, dropout, fc128)",
+    seed="000",
     seed_keys={"features.0": "conv1", "features.2": "conv2", "classifier.1": "fc1", "classifier.4": "fc2"},
 )
 def cnn(
@@ -179,6 +180,7 @@ def cnn(
 @register_model(
     "cnn-k",
     "seed 001 (365-day camp MNIST tutorial): two conv+pool blocks and fc64",
+    seed="001",
     seed_keys={"features.0": "conv1", "features.3": "conv2", "classifier.1": "fc1", "classifier.3": "fc2"},
 )
 def cnn_k(*, num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> nn.Module:
@@ -186,7 +188,9 @@ def cnn_k(*, num_classes: int = 10, in_channels: int = 1, image_size: int = 28) 
     return KerasStyleCNN(num_classes, in_channels, image_size)
 
 
-@register_model("cnn-004", "seed 004 (write your own network): MyNetwork, conv16 + conv64, dropout, one linear")
+@register_model(
+    "cnn-004", "seed 004 (write your own network): MyNetwork, conv16 + conv64, dropout, one linear", seed="004"
+)
 def cnn_004(
     *,
     num_classes: int = 10,
@@ -201,6 +205,7 @@ def cnn_004(
 @register_model(
     "cifar-net",
     "seed 002 (CIFAR-10 part): the PyTorch 60-minute blitz Net (conv6, conv16, fc120, fc84)",
+    seed="002",
     seed_keys={
         "features.0": "conv1",
         "features.3": "conv2",

@@ -38,7 +38,9 @@ class LeNet5(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
-@register_model("lenet5", "seed 003 (LeNet-5 tutorial): LeNet-5 as in the 1998 paper (sigmoid, average pooling)")
+@register_model(
+    "lenet5", "seed 003 (LeNet-5 tutorial): LeNet-5 as in the 1998 paper (sigmoid, average pooling)", seed="003"
+)
 def lenet5(*, num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> nn.Module:
     require_min_size("lenet5", image_size, 16)  # 5x5 conv, pool, 5x5 conv, pool
     return LeNet5(num_classes, in_channels, image_size)

@@ -41,6 +41,7 @@ def mlp_params(in_features: int, hidden: int, num_classes: int) -> int:
 @register_model(
     "mlp",
     "seed 002 (FC vs CNN, shuffled pixels): FC2Layer, 2 hidden layers (width = hidden)",
+    seed="002",
     seed_keys={"network.1": "network.0", "network.3": "network.2", "network.5": "network.4"},
 )
 def mlp(

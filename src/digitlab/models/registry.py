@@ -40,6 +40,7 @@ class ModelInfo:
     name: str  # registry name, or the import path of a model of your own
     description: str  # one line: what it is and, for a seed's model, which tutorial it comes from
     fn: Callable[..., nn.Module]  # the constructor (keyword arguments only for registered models)
+    seed: str | None = None  # "000".."004": the tutorial (SEED_TUTORIALS) whose network this is; None for digitlab's
     # digitlab's module names -> the seed's own ones, for `digitlab export --seed-format`;
     # empty where the seed used the same names (or for a model that is not a seed's).
     seed_keys: dict[str, str] = field(default_factory=dict)
@@ -50,14 +51,20 @@ _REGISTRY: dict[str, ModelInfo] = {}
 
 
 def register_model(
-    name: str, description: str, *, seed_keys: dict[str, str] | None = None
+    name: str, description: str, *, seed: str | None = None, seed_keys: dict[str, str] | None = None
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register a constructor. It must accept keyword arguments num_classes, in_channels, image_size."""
+    """Register a constructor. It must accept keyword arguments num_classes, in_channels, image_size.
+
+    ``seed`` names the tutorial a seed's network comes from; ``seed_keys`` renames digitlab's module
+    names to the seed's own where they differ (``digitlab export --seed-format``).
+    """
 
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelInfo(name, description, fn, dict(seed_keys or {}))
+        if seed is not None and seed not in SEED_TUTORIALS:
+            raise ValueError(f"model {name!r}: unknown seed {seed!r}")
+        _REGISTRY[name] = ModelInfo(name, description, fn, seed, dict(seed_keys or {}))
         return fn
 
     return deco

@@ -50,7 +50,7 @@ class VGG(nn.Module):
         return nn.Sequential(*layers)
 
 
-@register_model("vgg", "seed 002 (CIFAR-10 part): VGG-11 with BatchNorm (9.2M parameters)")
+@register_model("vgg", "seed 002 (CIFAR-10 part): VGG-11 with BatchNorm (9.2M parameters)", seed="002")
 def vgg(*, num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> nn.Module:
     require_min_size("vgg", image_size, 1)
     return VGG(num_classes, in_channels, image_size, VGG11)

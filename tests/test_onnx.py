@@ -1,0 +1,180 @@
+"""ONNX export (inference/onnx_export.py) and running it (inference/onnx.py): same answers as PyTorch."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+pytest.importorskip("onnxruntime")
+import onnx  # noqa: E402
+
+from digitlab.cli import main  # noqa: E402
+from digitlab.engine.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint  # noqa: E402
+from digitlab.errors import DigitlabError  # noqa: E402
+from digitlab.inference.onnx import INPUT_NAME, OnnxModel, is_onnx_path, load_onnx  # noqa: E402
+from digitlab.inference.onnx_export import export_onnx  # noqa: E402
+from digitlab.inference.predictor import Predictor, default_model_path  # noqa: E402
+from digitlab.models import create_model  # noqa: E402
+
+
+def drawn_digits() -> list[Image.Image]:
+    """A 7, a 1 and a 4 drawn with lines: real ink on paper for the preprocessing, as a user gives it."""
+    strokes = [[(30, 20), (70, 20), (45, 85)], [(50, 15), (50, 85)], [(60, 85), (60, 15), (25, 60), (75, 60)]]
+    images = []
+    for pts in strokes:
+        img = Image.new("L", (100, 100), 255)
+        ImageDraw.Draw(img).line(pts, fill=0, width=8)
+        images.append(img)
+    return images
+
+
+@pytest.fixture(scope="module")
+def shipped_onnx(tmp_path_factory):
+    ckpt = load_checkpoint(default_model_path())
+    path = tmp_path_factory.mktemp("onnx") / "default.onnx"
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.integers(0, 256, (40, 1, 28, 28), dtype=np.uint8))
+    return ckpt, export_onnx(ckpt, path, check_images=images)
+
+
+def test_export_matches_pytorch_and_reports_the_difference(shipped_onnx):
+    ckpt, result = shipped_onnx
+    assert result.real_inputs and result.n_checked == 40
+    assert result.max_abs_diff < 1e-4 and result.agree == 1.0
+    proto = onnx.load(str(result.path))
+    onnx.checker.check_model(proto)
+    assert [i.name for i in proto.graph.input] == [INPUT_NAME]
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [1, 28, 28]
+
+
+def test_metadata_holds_what_a_deployment_needs(shipped_onnx):
+    ckpt, result = shipped_onnx
+    props = {e.key: e.value for e in onnx.load(str(result.path)).metadata_props}
+    assert json.loads(props["classes"]) == [str(i) for i in range(10)]
+    assert float(props["temperature"]) == pytest.approx(ckpt["temperature"])
+    assert props["image_size"] == "28" and props["channels"] == "1" and props["task"] == "digits"
+    meta = json.loads(props["digitlab"])
+    assert meta["model_name"] == ckpt["model_name"] and meta["mean"] == pytest.approx(ckpt["mean"])
+    model, fields = load_onnx(result.path)
+    assert fields["mean"] == [0.0] and fields["std"] == [1.0]  # the graph normalises: pixels in [0, 1]
+    assert fields["temperature"] == pytest.approx(ckpt["temperature"]) and fields["classes"] == ckpt["classes"]
+
+
+def test_the_graph_takes_pixels_in_0_1_with_the_normalisation_inside(shipped_onnx):
+    ckpt, result = shipped_onnx
+    model, _ = load_onnx(result.path)
+    torch_model = Predictor.load().model
+    x = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        ref = torch_model((x - ckpt["mean"][0]) / ckpt["std"][0])
+    assert torch.allclose(model(x), ref, atol=1e-4)
+
+
+def test_predictor_on_onnx_reads_as_the_checkpoint_does(shipped_onnx):
+    _, result = shipped_onnx
+    on_onnx, on_torch = Predictor.load(result.path), Predictor.load()
+    assert isinstance(on_onnx.model, OnnxModel) and on_onnx.temperature == on_torch.temperature
+    for a, b in zip(on_onnx.predict_many(drawn_digits()), on_torch.predict_many(drawn_digits()), strict=True):
+        assert a.text == b.text and a.status == b.status
+        assert np.allclose(a.items[0].probs, b.items[0].probs, atol=1e-4)
+        assert np.array_equal(a.items[0].input_image, b.items[0].input_image)  # the same preprocessing
+    assert [p.text for p in on_onnx.predict_many(drawn_digits())] == ["7", "1", "4"]
+
+
+def test_an_onnx_predictor_pickles_for_serves_processes(shipped_onnx):
+    _, result = shipped_onnx
+    p = Predictor.load(result.path)
+    before = p.predict(drawn_digits()[0])
+    copy = pickle.loads(pickle.dumps(p))  # what serve's prediction processes receive
+    assert copy.model._session is None  # a fresh session in the new process, made on first use
+    after = copy.predict(drawn_digits()[0])
+    assert after.text == before.text and after.items[0].probs == pytest.approx(before.items[0].probs, abs=1e-6)
+
+
+def test_an_rgb_image_model_exports_and_predicts(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("cifar-net", num_classes=3, in_channels=3, image_size=32)
+    ckpt = {
+        "digitlab": FORMAT_VERSION,
+        "model_name": "cifar-net",
+        "model_args": {"num_classes": 3, "in_channels": 3, "image_size": 32},
+        "state_dict": model.state_dict(),
+        "dataset": "toys",
+        "task": "images",
+        "classes": ["cat", "dog", "fox"],
+        "channels": 3,
+        "image_size": 32,
+        "mean": [0.4, 0.5, 0.6],
+        "std": [0.2, 0.25, 0.3],
+    }
+    save_checkpoint(tmp_path / "toy.pt", ckpt)
+    result = export_onnx(ckpt, tmp_path / "toy.onnx")
+    assert not result.real_inputs and result.max_abs_diff < 1e-4
+    photo = Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 50, 3), dtype=np.uint8))
+    a = Predictor.load(result.path).predict(photo)
+    b = Predictor.load(tmp_path / "toy.pt").predict(photo)
+    assert a.text == b.text and a.text in ckpt["classes"]
+    assert np.allclose(a.items[0].probs, b.items[0].probs, atol=1e-5)
+
+
+def test_not_an_onnx_file_is_a_clear_error(tmp_path):
+    assert is_onnx_path("m.ONNX") and not is_onnx_path("best.pt")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00\x01 not protobuf at all" * 10)
+    with pytest.raises(DigitlabError, match="not a readable ONNX model|no digitlab metadata"):
+        Predictor.load(bad)
+    with pytest.raises(DigitlabError, match="ONNX model not found"):
+        Predictor.load(tmp_path / "missing.onnx")
+    plain = tmp_path / "plain.onnx"  # a valid ONNX graph that digitlab did not write
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    onnx.save(onnx.helper.make_model(graph), str(plain))
+    with pytest.raises(DigitlabError, match="no digitlab metadata"):
+        Predictor.load(plain)
+
+
+def test_cli_export_onnx_then_predict_with_it(tmp_path, capsys, isolated_data_env):
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(default_model_path()), str(out), "--format", "onnx", "--no-calibrate"]) == 0
+    printed = capsys.readouterr().out
+    assert "max abs logit difference" in printed and "same class for" in printed
+    diff = float(printed.split("max abs logit difference ")[1].split(",")[0])
+    assert diff < 1e-4
+    drawn_digits()[0].save(tmp_path / "seven.png")
+    assert main(["predict", str(tmp_path / "seven.png"), "--model", str(out), "--json"]) == 0
+    preds = json.loads(capsys.readouterr().out)
+    assert preds[0]["text"] == "7" and len(preds[0]["items"][0]["probs"]) == 10
+
+
+def test_cli_export_refuses_mixed_formats(tmp_path, capsys):
+    ckpt = str(default_model_path())
+    assert main(["export", ckpt, str(tmp_path / "x"), "--format", "tflite"]) == 2
+    assert "unknown export format 'tflite'" in capsys.readouterr().err
+    assert main(["export", ckpt, "--as-default", "--format", "onnx"]) == 2
+    assert "--as-default writes a digitlab checkpoint" in capsys.readouterr().err
+    assert main(["export", ckpt, str(tmp_path / "x"), "--format", "onnx", "--seed-format"]) == 2
+    assert "cannot be combined" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # a spawned process imports torch and onnxruntime: tens of seconds on a busy CPU
+def test_serve_runs_an_onnx_model_in_a_prediction_process(shipped_onnx):
+    from fastapi.testclient import TestClient
+
+    from digitlab.web.app import create_app
+
+    _, result = shipped_onnx
+    buf = io.BytesIO()
+    drawn_digits()[2].save(buf, format="PNG")
+    with TestClient(create_app(checkpoint=result.path, processes=1)) as c:
+        info = c.get("/api/model").json()
+        r = c.post("/api/predict", files={"file": ("four.png", buf.getvalue(), "image/png")})
+    assert r.status_code == 200, r.text
+    assert r.json()["text"] == "4" and info["name"] == "fast-wide"
