@@ -7,6 +7,7 @@ import os
 import pickle
 import struct
 import tarfile
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from digitlab.data import load_dataset
-from digitlab.data.cifar10 import CLASSES, safe_unpickle
+from digitlab.data.cifar10 import CLASSES, MAX_MEMBER_BYTES, MAX_TAR_MEMBERS, _batch, safe_unpickle
 from digitlab.errors import DigitlabError
 
 BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
@@ -177,4 +178,160 @@ def test_missing_batch(tmp_path, isolated_data_env):
 
 def test_not_found_without_download(tmp_path, isolated_data_env):
     with pytest.raises(DigitlabError, match=r"cifar10 files not found(.|\n)*cifar-10-python\.tar\.gz"):
+        load_dataset("cifar10", tmp_path, download=False)
+
+
+# --- hostile files (issue 14, item 6) -----------------------------------------------------
+
+
+def traced_peak(fn) -> int:
+    """Peak bytes that Python and numpy allocated while ``fn`` ran."""
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def refused(payload: bytes, match: str) -> int:
+    def run():
+        with pytest.raises(DigitlabError, match=match):
+            _batch(payload, "evil")
+
+    return traced_peak(run)
+
+
+def test_bytearray_bomb_is_refused():
+    """34 bytes asking for bytearray(1 GB)."""
+    payload = b"c__builtin__\nbytearray\n(J\x00\x00\x00@tR."
+    assert refused(payload, r"refusing to load __builtin__\.bytearray") < 1 << 20
+
+
+def test_memo_shared_list_bomb_is_refused_before_flattening():
+    """Labels nested 9 deep through shared references: a few hundred bytes, 10**9 values if flattened."""
+    nested: list = [0] * 10
+    for _ in range(8):
+        nested = [nested] * 10
+    payload = pickle.dumps({b"data": np.zeros((4, 3072), np.uint8), b"labels": nested}, protocol=2)
+    assert len(payload) < 14_000
+    assert refused(payload, "labels must be integers, label 0 is a list") < 1 << 20
+
+
+def test_self_referencing_list_is_refused():
+    labels: list = [1, 2]
+    labels.append(labels)
+    payload = pickle.dumps({b"data": np.zeros((3, 3072), np.uint8), b"labels": labels}, protocol=2)
+    refused(payload, "label 2 is a list")
+
+
+class Uninitialised:
+    def __reduce__(self):
+        return (np.ndarray, ((100000, 3072), np.dtype(np.uint8)))
+
+
+class Reconstructed:
+    def __reduce__(self):
+        return (np.ndarray(0).__reduce__()[0], (np.ndarray, (100000, 3072), b"B"))
+
+
+@pytest.mark.parametrize("array", [Uninitialised(), Reconstructed()])
+def test_uninitialised_arrays_are_refused(array):
+    """np.ndarray((100000, 3072)) would be 100,000 images of whatever memory held."""
+    payload = pickle.dumps({b"data": array, b"labels": [0] * 100000}, protocol=2)
+    assert refused(payload, r"evil: (corrupt|not a valid)") < 1 << 20
+
+
+@pytest.mark.parametrize("codec", ["rot13", "zlib", "no-such-codec", "utf-8"])
+def test_codecs_other_than_latin1_are_refused(codec):
+    payload = f"c_codecs\nencode\n(Vabc\nV{codec}\ntR.".encode()
+    with pytest.raises(DigitlabError, match=f"refusing codec '{codec}'"):
+        safe_unpickle(payload, "evil")
+
+
+def test_tuple_keys_nested_through_shared_references_are_refused():
+    """Hashing a tuple nested 100 deep through shared references would never end (built by hand: Python would hash it)."""
+    nest = b")q\x00" + b"h\x00h\x00\x86q\x00" * 100  # (), then t = (t, t) a hundred times, memo slot 0
+    payload = b"\x80\x02}" + nest + b"K\x01s."  # {t: 1}
+    with pytest.raises(DigitlabError, match="refusing a tuple as a dict key"):
+        safe_unpickle(payload, "evil")
+
+
+def test_memo_bomb_is_refused():
+    payload = b"\x80\x04" + b"N\x94" * (200_000) + b"."
+    with pytest.raises(DigitlabError, match="more than 100,000 memoized objects"):
+        safe_unpickle(payload, "evil")
+
+
+def test_state_of_anything_but_numpy_cannot_be_set():
+    payload = pickle.dumps({b"data": np.zeros((1, 3072), np.uint8)}, protocol=2)
+    # BUILD on the dict itself (SETSTATE of a dict would write attributes on it or fail with a traceback)
+    with pytest.raises(DigitlabError, match="refusing to set the state of a dict"):
+        safe_unpickle(payload[:-1] + b"}b.", "evil")
+
+
+def test_numpy_still_loads_every_way_it_pickles():
+    arr = np.arange(3072 * 2, dtype=np.uint8).reshape(2, 3072)
+    for protocol in (2, 4, 5):
+        x, y = _batch(pickle.dumps({"data": arr, "labels": np.array([3, 4])}, protocol=protocol), "ok")
+        np.testing.assert_array_equal(x.reshape(2, 3072), arr)
+        assert y.tolist() == [3, 4]
+
+
+def test_float_and_out_of_range_labels_are_refused():
+    data = np.zeros((2, 3072), np.uint8)
+    with pytest.raises(DigitlabError, match="label 1 is a float"):
+        _batch(pickle.dumps({b"data": data, b"labels": [1, 2.5]}), "x")
+    with pytest.raises(DigitlabError, match="found one beyond 64 bits"):
+        _batch(pickle.dumps({b"data": data, b"labels": [1, 10**30]}), "x")
+    with pytest.raises(DigitlabError, match=r"labels must be in 0\.\.9, found 1\.\.10"):
+        _batch(pickle.dumps({b"data": data, b"labels": [1, 10]}), "x")
+    with pytest.raises(DigitlabError, match="2 images but 3 labels"):
+        _batch(pickle.dumps({b"data": data, b"labels": [1, 2, 3]}), "x")
+
+
+def test_oversized_tarball_member_is_refused_before_reading(tmp_path, isolated_data_env):
+    """A 41 MB entry of zeros compresses to a few dozen KB; its declared size is refused from the header."""
+    src = tiny_cifar(tmp_path / "src")
+    size = MAX_MEMBER_BYTES + 1
+    tgz = tmp_path / "cifar10" / "cifar-10-python.tar.gz"
+    tgz.parent.mkdir()
+    with tarfile.open(tgz, "w:gz") as tar:
+        info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+        info.size = size
+        tar.addfile(info, io.BytesIO(bytes(size)))
+        for name in BATCHES[1:]:
+            tar.add(src / name, arcname=f"cifar-10-batches-py/{name}")
+    assert tgz.stat().st_size < 1 << 20
+
+    def run():
+        with pytest.raises(DigitlabError, match=f"data_batch_1 declares {size:,} bytes"):
+            load_dataset("cifar10", tmp_path, download=False)
+
+    assert traced_peak(run) < 8 << 20
+
+
+def test_long_name_bomb_is_refused(tmp_path, isolated_data_env):
+    """A GNU long-name header that tarfile would read whole."""
+    tgz = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(tgz, "w:gz", format=tarfile.GNU_FORMAT) as tar:
+        tar.addfile(tarfile.TarInfo("x" * (MAX_MEMBER_BYTES + 1)), io.BytesIO())
+    with pytest.raises(DigitlabError, match="not the CIFAR-10 archive"):
+        load_dataset("cifar10", tmp_path, download=False)
+
+
+def test_archive_of_many_entries_is_refused(tmp_path, isolated_data_env):
+    tgz = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(tgz, "w:gz") as tar:
+        for i in range(MAX_TAR_MEMBERS + 1):
+            tar.addfile(tarfile.TarInfo(f"f{i}"), io.BytesIO())
+    with pytest.raises(DigitlabError, match=f"more than {MAX_TAR_MEMBERS} entries"):
+        load_dataset("cifar10", tmp_path, download=False)
+
+
+def test_oversized_batch_file_is_refused(tmp_path, isolated_data_env):
+    d = tiny_cifar(tmp_path)
+    with open(d / "data_batch_2", "wb") as f:
+        f.truncate(MAX_MEMBER_BYTES + 1)  # sparse: no disk used
+    with pytest.raises(DigitlabError, match=r"data_batch_2 is 41,943,041 bytes"):
         load_dataset("cifar10", tmp_path, download=False)
