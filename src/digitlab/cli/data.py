@@ -15,7 +15,7 @@ from digitlab.errors import DigitlabError
 data_app = typer.Typer(help="Datasets: show samples, describe, download.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-DATASET_HELP = "mnist, fashion-mnist, cifar10, digits, or a path to an image folder"
+DATASET_HELP = "mnist, fashion-mnist, cifar10, digits, usps, optdigits, or a path to an image folder"
 DATA_DIR_HELP = "Where the files are (default: $DIGITLAB_DATA, then the user cache directory)."
 
 
@@ -43,6 +43,8 @@ def show(
         raise DigitlabError(f"--split must be train or test, not {split!r}")
     data = load_dataset(dataset, data_dir, download=download)
     x, y = (data.train_x, data.train_y) if split == "train" else (data.test_x, data.test_y)
+    if not x.shape[0]:
+        raise DigitlabError(f"{data.name} has no {split} split here (found: {data.source})")
     n = min(count, x.shape[0])
     if seed is None:
         idx = torch.arange(n)
@@ -90,13 +92,20 @@ def info(
 
 @data_app.command("download")
 def download(
-    dataset: str = typer.Argument(..., help="mnist, fashion-mnist or cifar10"),
+    dataset: str = typer.Argument(..., help="mnist, fashion-mnist, cifar10, usps or optdigits"),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Download into this folder (default: cache)."),
 ) -> None:
     """Fetch a dataset's files from the official mirrors (md5-checked)."""
     from digitlab.data import canonical_name, list_datasets
     from digitlab.data.download import download_dataset
-    from digitlab.data.locate import download_dir, find_cifar10, find_idx_files, missing_message
+    from digitlab.data.locate import (
+        TEXT_FILES,
+        download_dir,
+        find_cifar10,
+        find_idx_files,
+        find_text_files,
+        missing_message,
+    )
     from digitlab.errors import unknown_name
 
     console = Console()
@@ -106,9 +115,12 @@ def download(
     if name == "digits":
         console.print("digits is bundled with scikit-learn: nothing to download")
         return
-    found = find_cifar10(data_dir) if name == "cifar10" else find_idx_files(name, data_dir)
+    if name in TEXT_FILES:
+        found = find_text_files(name, TEXT_FILES[name], [], data_dir)
+    else:
+        found = find_cifar10(data_dir) if name == "cifar10" else find_idx_files(name, data_dir)
     if found is not None:
-        where = found if isinstance(found, Path) else found["train_images"].parent
+        where = found if isinstance(found, Path) else next(iter(found.values())).parent
         console.print(f"{name} is already at {where}")
         return
     dest = download_dir(name, data_dir)

@@ -1,6 +1,6 @@
 """Datasets as in-memory uint8 tensors: ``load_dataset(name)`` and ``list_datasets()``.
 
-``name`` is ``mnist``, ``fashion-mnist``, ``cifar10``, ``digits``, or a path to an image
+``name`` is ``mnist``, ``fashion-mnist``, ``cifar10``, ``digits``, ``usps``, ``optdigits``, or a path to an image
 folder. A registered name wins over a folder of the same name; write ``./mnist`` for the folder.
 """
 
@@ -20,6 +20,8 @@ DATASETS = {
     "fashion-mnist": "Zalando clothing images, 28x28 gray, 60k/10k",
     "cifar10": "CIFAR-10 photos, 32x32 RGB, 10 classes, 50k/10k",
     "digits": "scikit-learn's bundled 8x8 digits, 1438/359, no download",
+    "usps": "USPS envelope digits, 16x16 gray, 7291/2007 (test when zip.test is present); for evaluation",
+    "optdigits": "UCI optdigits-orig, 32x32 binary bitmaps from 30+ writers, 1934/946; for evaluation",
 }
 ALIASES = {
     "fashion_mnist": "fashion-mnist",
@@ -99,6 +101,14 @@ def _load_registered(name: str, data_dir, download: bool, progress: bool) -> Ima
         from digitlab.data.cifar10 import load_cifar10
 
         return load_cifar10(data_dir, download=download, progress=progress)
+    if name == "usps":
+        from digitlab.data.usps import load_usps
+
+        return load_usps(data_dir, download=download, progress=progress)
+    if name == "optdigits":
+        from digitlab.data.optdigits import load_optdigits
+
+        return load_optdigits(data_dir, download=download, progress=progress)
     from digitlab.data.digits import load_digits
 
     return load_digits()

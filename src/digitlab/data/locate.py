@@ -34,6 +34,8 @@ SUBDIRS = {
         "fashion-mnist/FashionMNIST/raw",
     ],
     "cifar10": ["", "cifar-10-batches-py", "cifar10", "cifar10/cifar-10-batches-py", "cifar-10", "CIFAR10"],
+    "usps": ["", "usps"],
+    "optdigits": ["", "optdigits"],
 }
 
 CIFAR_TARBALL = "cifar-10-python.tar.gz"
@@ -109,6 +111,29 @@ def find_idx_files(dataset: str, data_dir: str | os.PathLike | None = None) -> d
     return None
 
 
+# The text datasets' required files, each plain, gzip (.gz) or Unix compress (.Z, as UCI serves optdigits).
+TEXT_FILES = {"usps": ["zip.train"], "optdigits": ["optdigits-orig.tra", "optdigits-orig.cv"]}
+TEXT_SUFFIXES = ("", ".gz", ".Z")
+
+
+def find_text_files(
+    dataset: str, required: list[str], optional: list[str], data_dir: str | os.PathLike | None = None
+) -> dict[str, Path] | None:
+    """The first folder holding every ``required`` file (each plain, .gz or .Z): name -> path, with the
+    ``optional`` ones found beside them."""
+    for folder in _candidate_dirs(dataset, search_roots(data_dir)):
+        if not folder.is_dir():
+            continue
+        found = {}
+        for name in required + optional:
+            path = next((folder / (name + s) for s in TEXT_SUFFIXES if (folder / (name + s)).is_file()), None)
+            if path is not None:
+                found[name] = path
+        if all(name in found for name in required):
+            return found
+    return None
+
+
 def find_cifar10(data_dir: str | os.PathLike | None = None) -> Path | None:
     """An extracted ``cifar-10-batches-py`` folder or the ``cifar-10-python.tar.gz`` archive."""
     for folder in _candidate_dirs("cifar10", search_roots(data_dir)):
@@ -136,6 +161,8 @@ def expected_files(dataset: str) -> list[str]:
     """File names a user can put in place by hand."""
     if dataset == "cifar10":
         return [CIFAR_TARBALL + "  (or the extracted cifar-10-batches-py/ folder)"]
+    if dataset in TEXT_FILES:
+        return [name + ".gz" for name in TEXT_FILES[dataset]]
     return [stem + ".gz" for stem in IDX_FILES.values()]
 
 
