@@ -5,7 +5,19 @@ from __future__ import annotations
 from rich.console import Console
 
 # Explicit imports: each module registers its commands on `app`.
-from digitlab.cli import bench, data, eval, experiment, export, models, predict, runs, serve, train  # noqa: E402,F401
+from digitlab.cli import (  # noqa: E402,F401
+    bench,
+    data,
+    eval,
+    experiment,
+    export,
+    inspect,
+    models,
+    predict,
+    runs,
+    serve,
+    train,
+)
 from digitlab.cli.app import app
 from digitlab.errors import DigitlabError
 

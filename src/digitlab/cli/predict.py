@@ -83,35 +83,37 @@ def explain_path(out: Path, index: int, source: str, many: bool) -> Path:
     return out.with_name(f"{out.stem}_{index:03d}_{stem}{out.suffix or '.png'}")
 
 
-def save_explanation(pred, path: Path, classes: list[str]) -> None:
-    """The original image (boxes drawn), each 28x28 model input, and its probability bars, side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def save_explanation(pred, path: Path, classes: list[str], saliency: list | None = None):
+    """The original image (boxes drawn), each 28x28 model input, and its probability bars, side by side;
+    with ``saliency`` (one ``(heat map, method)`` or None per item) a row of where the model looked.
+    Returns the matplotlib Figure."""
     import numpy as np
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
 
     from digitlab.inference.image import load_image
 
     original = load_image(pred.source)
     n = max(1, len(pred.items))
-    fig, axes = plt.subplots(
-        2, n + 1, figsize=(2.6 * (n + 1), 5.2), squeeze=False, gridspec_kw={"height_ratios": [1, 1]}
-    )
+    looks = saliency or []
+    rows = 3 if any(s is not None for s in looks) else 2
+    fig = Figure(figsize=(2.6 * (n + 1), 2.6 * rows))
+    axes = fig.subplots(rows, n + 1, squeeze=False)
     ax = axes[0][0]
     ax.imshow(np.asarray(original.convert("RGB")))
     for it in pred.items:
         if it.box is not None:
-            l, t, r, b = it.box
-            ax.add_patch(plt.Rectangle((l, t), r - l, b - t, fill=False, color="red", linewidth=1.5))
+            x0, y0, x1, y1 = it.box
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="red", linewidth=1.5))
     ax.set_title(f"{Path(pred.source).name}\n-> {pred.text if pred.text is not None else 'no digit found'}", fontsize=9)
     ax.axis("off")
-    axes[1][0].axis("off")
+    for row in axes[1:]:
+        row[0].axis("off")
     for k in range(n):
         img_ax, bar_ax = axes[0][k + 1], axes[1][k + 1]
         if k >= len(pred.items):
-            img_ax.axis("off")
-            bar_ax.axis("off")
+            for row in axes:
+                row[k + 1].axis("off")
             continue
         it = pred.items[k]
         img_ax.imshow(it.input_image, cmap="gray", vmin=0, vmax=255)
@@ -123,10 +125,18 @@ def save_explanation(pred, path: Path, classes: list[str]) -> None:
         bar_ax.invert_yaxis()
         bar_ax.set_xlim(0, 1)
         bar_ax.set_xlabel("probability", fontsize=8)
+        if rows == 3:
+            heat_ax = axes[2][k + 1]
+            heat_ax.axis("off")
+            if looks[k] is not None:
+                heat, method = looks[k]
+                heat_ax.imshow(it.input_image, cmap="gray", vmin=0, vmax=255)
+                heat_ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+                heat_ax.set_title(f"where it looked ({method})", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
 
 
 @app.command()
@@ -166,7 +176,10 @@ def predict(
             if p.status == "error":
                 continue
             path = explain_path(explain, i, p.source, many=len(preds) > 1)
-            save_explanation(p, path, predictor.classes)
+            from digitlab.evaluate.inspect import item_saliency  # only --explain needs gradients
+
+            looked = [item_saliency(predictor, it.input_image, it.index) for it in p.items]
+            save_explanation(p, path, predictor.classes, looked)
             if not as_json:
                 console.print(f"explanation: {path}")
     if failed:
