@@ -238,7 +238,7 @@ def test_reads_a_number_with_a_box_per_digit(client, mnist_test):
     assert out["text"] == "2024"
     assert [it["label"] for it in out["items"]] == ["2", "0", "2", "4"]
     boxes = [it["box"] for it in out["items"]]
-    assert all(a[2] <= b[0] + 8 for a, b in zip(boxes, boxes[1:])), f"boxes not left to right: {boxes}"
+    assert all(a[2] <= b[0] + 8 for a, b in zip(boxes, boxes[1:], strict=False)), f"boxes not left to right: {boxes}"
     assert all(len(it["top_k"]) == 2 for it in out["items"])
 
 
@@ -276,7 +276,7 @@ def test_page_and_cli_give_the_same_answer(client, predictor, mnist_test, tmp_pa
         assert other["status"] == api["status"] and other["text"] == api["text"]
         assert [it["label"] for it in other["items"]] == [it["label"] for it in api["items"]]
         assert [it["box"] for it in other["items"]] == [it["box"] for it in api["items"]]
-        for a, b in zip(other["items"], api["items"]):
+        for a, b in zip(other["items"], api["items"], strict=True):
             assert a["probs"] == pytest.approx(b["probs"], abs=1e-5)
 
 
@@ -429,9 +429,10 @@ def test_prediction_processes_answer_as_threads_do(client, mnist_test):
 def test_a_dead_prediction_process_is_replaced():
     app = create_app(DiesOn13x13(), processes=1)
     with TestClient(app, raise_server_exceptions=False) as c:
-        post = lambda size: c.post(
-            "/api/predict", content=png(Image.new("L", size)), headers={"Content-Type": "image/png"}
-        )  # noqa: E731
+
+        def post(size):
+            return c.post("/api/predict", content=png(Image.new("L", size)), headers={"Content-Type": "image/png"})
+
         assert_json_error(post((13, 13)), 500)
         assert post((8, 8)).status_code == 200
 
@@ -514,3 +515,46 @@ def test_serve_runs_processes_by_default_and_threads_when_asked(monkeypatch, cap
     assert [(k["processes"], k["workers"]) for k in seen] == [(3, 2), (0, 4), (2, 4), (0, 2)]
     out = capsys.readouterr().out
     assert "3 prediction processes" in out and "4 prediction threads" in out and "2 prediction threads" in out
+
+
+# ---- operations: liveness, readiness, metrics, docs, a bad model at start --------------------------
+
+
+def test_livez_readyz_and_metrics(client):
+    assert client.get("/livez").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready"}
+    client.post("/api/predict", content=b"not an image", headers={"Content-Type": "image/png"})
+    text = client.get("/metrics").text
+    assert 'digitlab_http_requests_total{route="/api/predict",status="400"}' in text
+    assert 'digitlab_http_requests_total{route="/readyz",status="200"} 1.0' in text
+    assert "digitlab_http_request_duration_seconds_bucket" in text and "digitlab_queue_depth 0.0" in text
+    assert "digitlab_ready 1.0" in text
+    client.get("/no/such/path/12345")
+    assert "/no/such/path" not in client.get("/metrics").text  # unknown paths share one label
+
+
+def test_swagger_ui_is_off_unless_asked_for(client):
+    assert client.get("/docs").status_code == 404
+    assert client.get("/openapi.json").json()["info"]["title"] == "digitlab"
+    with TestClient(create_app(StandIn(), docs=True)) as c:
+        assert c.get("/docs").status_code == 200
+
+
+def test_the_host_check(predictor):
+    with TestClient(create_app(StandIn(), allowed_hosts=["localhost"]), base_url="http://localhost") as c:
+        assert c.get("/healthz").status_code == 200
+        assert c.get("/healthz", headers={"Host": "rebound.example"}).status_code == 400
+
+
+@pytest.mark.parametrize("field, value", [("image_size", 0), ("channels", "x"), ("temperature", float("nan"))])
+def test_serve_refuses_a_bad_checkpoint_in_one_line(tmp_path, capsys, field, value):
+    import torch
+
+    from digitlab.inference.predictor import default_model_path
+
+    ckpt = torch.load(default_model_path(), weights_only=True)
+    ckpt[field] = value
+    torch.save(ckpt, tmp_path / "bad.pt")
+    assert main(["serve", "--model", str(tmp_path / "bad.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert field in err and len(err.splitlines()) == 1 and not TRACEBACK.search(err), err

@@ -20,6 +20,19 @@ def _url(host: str, port: int) -> str:
     return f"http://[{shown}]:{port}/" if ":" in shown else f"http://{shown}:{port}/"
 
 
+def served_names(host: str, loopback: bool) -> list[str]:
+    """The Host header names a server bound to ``host`` answers: its address, plus localhost on loopback.
+
+    A wildcard bind (0.0.0.0, ::) can be reached under any name, so it allows any unless told.
+    """
+    if host in ("0.0.0.0", "::", ""):
+        return ["*"]
+    names = [host.strip("[]")]
+    if loopback:
+        names += ["localhost", "127.0.0.1"]
+    return list(dict.fromkeys(names))
+
+
 @app.command()
 def serve(
     model: Path | None = typer.Option(
@@ -42,14 +55,22 @@ def serve(
     log_level: str = typer.Option(
         "info", "--log-level", help="uvicorn log level: critical, error, warning, info, debug, trace."
     ),
+    allow_host: list[str] | None = typer.Option(
+        None,
+        "--allow-host",
+        help="A Host name clients may use (repeat it); default: the --host address and, on loopback, localhost. "
+        "Other names get 400 (DNS rebinding). '*' allows any.",
+    ),
+    docs: bool = typer.Option(False, "--docs", help="Serve the Swagger UI at /docs (it loads its script from a CDN)."),
 ) -> None:
-    """Serve the drawing page and the REST API (docs at /docs)."""
+    """Serve the drawing page and the REST API (schema at /openapi.json)."""
     if log_level not in LOG_LEVELS:
         raise DigitlabError(f"unknown log level {log_level!r}; choose one of: {', '.join(LOG_LEVELS)}")
     import torch
     import uvicorn
 
     from digitlab.web.app import DEFAULT_WORKERS, create_app
+    from digitlab.web.connections import KEEP_ALIVE_S, deadline_protocol
     from digitlab.web.pool import default_processes
 
     # Requests run in parallel on the workers; torch's own threads on top of them only wait
@@ -62,16 +83,26 @@ def serve(
         processes = (
             0 if workers else default_processes()
         )  # --workers alone: threads, as before processes were the default
-    web = create_app(checkpoint=model, workers=workers or DEFAULT_WORKERS, processes=processes)
     try:
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = host == "localhost"
+    web = create_app(
+        checkpoint=model,
+        workers=workers or DEFAULT_WORKERS,
+        processes=processes,
+        allowed_hosts=allow_host or served_names(host, loopback),
+        docs=docs,
+    )
     if not loopback:
         console.print(f"[yellow]warning:[/] listening on {host}: anyone who can reach this machine can use the app")
     runs_on = f"{processes} prediction processes" if processes else f"{workers or DEFAULT_WORKERS} prediction threads"
     print(
-        f"digitlab: serving on {_url(host, port)}  (API docs: {_url(host, port)}docs; {runs_on}; Ctrl+C stops)",
+        f"digitlab: serving on {_url(host, port)}  (API schema: {_url(host, port)}openapi.json; {runs_on}; "
+        "Ctrl+C stops)",
         flush=True,
     )
-    uvicorn.run(web, host=host, port=port, log_level=log_level)
+    # Read deadlines for each request's head and body (slow clients are cut off), uvicorn's keep-alive.
+    uvicorn.run(
+        web, host=host, port=port, log_level=log_level, http=deadline_protocol(), timeout_keep_alive=KEEP_ALIVE_S
+    )

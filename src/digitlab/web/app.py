@@ -1,8 +1,13 @@
 """The web app: the drawing page and a small REST API around one loaded ``Predictor``.
 
 ``create_app()`` loads the model once and returns a FastAPI app; ``digitlab serve`` runs it
-under uvicorn. Every image goes through ``load_image`` and ``Predictor.predict`` — the
+under uvicorn. Every image goes through ``decode_image`` and ``Predictor.predict`` — the
 same path as ``digitlab predict`` — so the page and the CLI give the same answer.
+
+Operations: ``/livez`` (the server answers), ``/readyz`` (every prediction process is loaded
+and warm, none is being replaced), ``/healthz`` (the model's name), ``/metrics`` (Prometheus).
+The OpenAPI schema is at ``/openapi.json``; the Swagger UI at ``/docs`` is off unless asked for,
+since FastAPI's loads its script from a CDN.
 """
 
 from __future__ import annotations
@@ -18,16 +23,30 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from digitlab.errors import DigitlabError
 from digitlab.inference.image import MAX_PIXELS
 from digitlab.inference.predictor import Predictor
-from digitlab.web.pool import InferencePool, ServerBusy
-from digitlab.web.schemas import MAX_TOP_K, ErrorResponse, Health, ModelInfo, PredictRequest, PredictResponse
+from digitlab.web.metrics import Metrics, MetricsMiddleware
+from digitlab.web.pool import REQUEST_DEADLINE_S, RETRY_AFTER_S, InferencePool, ServerBusy, WorkerDied
+from digitlab.web.schemas import (
+    MAX_TOP_K,
+    ErrorResponse,
+    Health,
+    Liveness,
+    ModelInfo,
+    PredictRequest,
+    PredictResponse,
+    Readiness,
+)
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # a phone photo is 2-5 MB; a canvas PNG a few KB
 DEFAULT_WORKERS = 2  # predictions running at once; one per core of a small server
@@ -159,7 +178,17 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServerBusy)
     async def busy(request: Request, exc: ServerBusy) -> JSONResponse:
-        return _error(503, "server busy; try again in a moment", {"Retry-After": "1"})
+        return _error(503, str(exc), {"Retry-After": str(RETRY_AFTER_S)})
+
+    @app.exception_handler(WorkerDied)
+    async def died(request: Request, exc: WorkerDied) -> JSONResponse:
+        # Logged where it died (the pool replaces the process); a native crash on this image, most likely.
+        return _error(500, "the prediction process ended while reading this image")
+
+    @app.exception_handler(ClientDisconnect)
+    async def gone(request: Request, exc: ClientDisconnect) -> Response:
+        log.info("client left during %s %s before sending its whole body", request.method, request.url.path)
+        return Response(status_code=400)  # nobody reads it
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -187,6 +216,9 @@ def create_app(
     workers: int = DEFAULT_WORKERS,
     max_queue: int = MAX_QUEUE,
     processes: int = 0,
+    deadline_s: float = REQUEST_DEADLINE_S,
+    allowed_hosts: list[str] | None = None,
+    docs: bool = False,
 ) -> FastAPI:
     """Build the web app around one predictor, loaded here, once.
 
@@ -198,15 +230,21 @@ def create_app(
         max_queue: predictions that may wait for a worker; more get 503.
         processes: run the predictions in this many processes instead (one per core uses
             them all; each gets a copy of the predictor, so it must pickle).
+        deadline_s: a request's longest time in the pool; past it the client gets 503 and a
+            stuck process is replaced.
+        allowed_hosts: the Host header names served (others get 400: DNS rebinding); None
+            serves any.
+        docs: serve the Swagger UI at /docs (its script comes from a CDN).
     """
     predictor = predictor if predictor is not None else Predictor.load(checkpoint=checkpoint)
-    pool = InferencePool(predictor, workers, max_queue, processes)
+    metrics = Metrics(lambda: pool.in_flight, lambda: float(pool.ready))
+    pool = InferencePool(predictor, workers, max_queue, processes, deadline_s, on_restart=metrics.restarted)
     info = dict(predictor.info)
     limits = {"max_body_bytes": max_body_bytes, "max_pixels": MAX_PIXELS, "content_types": list(IMAGE_TYPES)}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        pool.start()
+        await pool.start()
         yield
         pool.shutdown()
 
@@ -215,8 +253,14 @@ def create_app(
         summary=f"Handwritten-digit and image recognition with the model {info.get('name')!r}.",
         version="1",
         lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
     )
+    app.state.pool = pool  # for operators' tools and tests: its processes, readiness, queue
+    app.state.metrics = metrics
     app.add_middleware(BodyLimit, limit=max_body_bytes)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts or ["*"]))
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts every answer, 400s for bad hosts too
     _install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
@@ -247,8 +291,27 @@ def create_app(
     async def model() -> dict:
         return {**info, "limits": limits}
 
-    @app.get("/healthz", response_model=Health, summary="Liveness: the model is loaded")
+    @app.get("/healthz", response_model=Health, summary="The server answers and its model is loaded")
     async def healthz() -> dict:
         return {"status": "ok", "model": str(info.get("name"))}
+
+    @app.get("/livez", response_model=Liveness, summary="Liveness: the server's event loop answers")
+    async def livez() -> dict:
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        response_model=Readiness,
+        responses={503: {"model": Readiness}},
+        summary="Readiness: every prediction process has loaded and warmed the model, none is being replaced",
+    )
+    async def readyz() -> JSONResponse:
+        if pool.ready:
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "not ready"}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -75,5 +75,13 @@ class Health(BaseModel):
     model: str
 
 
+class Liveness(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+
+
 class ErrorResponse(BaseModel):
     error: str
