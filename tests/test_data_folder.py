@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -160,3 +161,134 @@ def test_digits():
     assert torch.equal(load_dataset("digits").test_x, data.test_x)  # fixed split
     big = load_dataset("digits", image_size=28)
     assert big.train_x.shape == (1438, 1, 28, 28) and big.train_x.dtype == torch.uint8
+
+
+# --- the decode cache -------------------------------------------------------------------
+
+
+def many_folder(root: Path, per_class: int = 150) -> Path:
+    """Two classes of small distinct gray images: enough (300) to be cached by default."""
+    for ci, name in enumerate(("cat", "dog")):
+        for i in range(per_class):
+            save(root / name / f"{i:03d}.png", np.full((8, 8), ci * 100 + i, np.uint8))
+    return root
+
+
+def count_decodes(monkeypatch) -> list[int]:
+    """Count calls of the decoding step (a cache hit makes none)."""
+    from digitlab.data import folder
+
+    calls: list[int] = []
+    real = folder.decode_listing
+
+    def spy(listing, **kw):
+        calls.append(len(listing.sources))
+        return real(listing, **kw)
+
+    monkeypatch.setattr(folder, "decode_listing", spy)
+    return calls
+
+
+def cache_files(cache: Path) -> list[Path]:
+    return sorted((cache / "images").glob("*.cache"))
+
+
+def same(a, b) -> bool:
+    return all(torch.equal(getattr(a, k), getattr(b, k)) for k in ("train_x", "train_y", "test_x", "test_y"))
+
+
+def test_cache_reused(tmp_path, isolated_data_env, monkeypatch):
+    root = many_folder(tmp_path / "f")
+    calls = count_decodes(monkeypatch)
+    first = load_folder(root)
+    assert calls == [300] and len(cache_files(isolated_data_env)) == 1
+    again = load_folder(root)
+    assert calls == [300]  # read from the cache, not decoded
+    assert same(first, again) and again.classes == ["cat", "dog"]
+    assert again.mean == first.mean and again.std == first.std
+    assert again.name == str(root) and again.source == str(root.resolve())
+
+
+def test_cache_rebuilt_when_a_file_changes(tmp_path, isolated_data_env, monkeypatch):
+    root = many_folder(tmp_path / "f")
+    calls = count_decodes(monkeypatch)
+    before = load_folder(root)
+    changed = root / "cat" / "007.png"
+    save(changed, np.full((8, 8), 252, np.uint8))  # no other image is this bright
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))  # a new mtime for sure
+    after = load_folder(root)
+    assert len(calls) == 2 and not same(before, after)
+    assert int(torch.cat([after.train_x, after.test_x]).max()) == 252
+    save(root / "dog" / "new.png", np.zeros((8, 8), np.uint8))  # an added file
+    assert len(load_folder(root).train_y) + len(load_folder(root).test_y) == 301
+    assert len(calls) == 3  # the added file decoded once; the second load above came from the cache
+    assert len(cache_files(isolated_data_env)) == 1  # the folder's cache is replaced, not added to
+
+
+def test_corrupt_cache_rejected_and_rebuilt(tmp_path, isolated_data_env, monkeypatch, caplog):
+    root = many_folder(tmp_path / "f")
+    calls = count_decodes(monkeypatch)
+    first = load_folder(root)
+    (path,) = cache_files(isolated_data_env)
+    blob = bytearray(path.read_bytes())
+    blob[-100] ^= 0xFF  # one flipped pixel byte: the checksum catches it
+    path.write_bytes(bytes(blob))
+    assert same(load_folder(root), first) and len(calls) == 2
+    assert "damaged image cache" in caplog.text
+    path.write_bytes(path.read_bytes()[:1000])  # truncated
+    assert same(load_folder(root), first) and len(calls) == 3
+    path.write_bytes(b"not a cache at all")
+    assert same(load_folder(root), first) and len(calls) == 4
+    assert same(load_folder(root), first) and len(calls) == 4  # the rebuilt cache is whole again
+
+
+def test_cache_keyed_by_settings(tmp_path, isolated_data_env, monkeypatch):
+    root = many_folder(tmp_path / "f")
+    calls = count_decodes(monkeypatch)
+    assert load_folder(root, image_size=16).train_x.shape[-1] == 16
+    assert load_folder(root, image_size=12).train_x.shape[-1] == 12
+    assert load_folder(root, grayscale=False, image_size=12).train_x.shape[1] == 3
+    assert len(calls) == 3 and len(cache_files(isolated_data_env)) == 3
+
+
+def test_unwritable_cache_still_loads(tmp_path, isolated_data_env, monkeypatch):
+    """Neither the cache dir nor the data's folder writable (a shared read-only dataset): no cache, no error."""
+    from digitlab.data import imagecache
+
+    root = many_folder(tmp_path / "f")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setattr(imagecache, "candidates", lambda source, settings: [blocker / "x.cache", blocker / "y.cache"])
+    calls = count_decodes(monkeypatch)
+    assert same(load_folder(root), load_folder(root))
+    assert len(calls) == 2
+
+
+def test_small_folders_not_cached_unless_asked(tmp_path, isolated_data_env):
+    root = gray_folder(tmp_path / "f", per_class=5)
+    load_folder(root)
+    assert cache_files(isolated_data_env) == []
+    load_folder(root, cache=True)
+    assert len(cache_files(isolated_data_env)) == 1
+
+
+def test_skipped_files_reported_from_the_cache_too(tmp_path, isolated_data_env):
+    root = many_folder(tmp_path / "f")
+    (root / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    for _ in range(2):
+        with pytest.warns(UserWarning, match=r"skipped 1 unreadable.*broken\.png"):
+            data = load_folder(root)
+        assert len(data.skipped) == 1 and len(data.train_y) + len(data.test_y) == 300
+
+
+def test_process_pool_decodes_like_one_process(tmp_path, monkeypatch):
+    from digitlab.data import decode
+
+    root = many_folder(tmp_path / "f", per_class=40)
+    (root / "cat" / "broken.png").write_bytes(b"nope")
+    sources = sorted(root.rglob("*.png"))
+    monkeypatch.setattr(decode, "POOL_MIN", 8)  # 81 files: a pool of 2 processes
+    x1, e1 = decode.decode_all(sources, True, 8, workers=1, progress=False)
+    x2, e2 = decode.decode_all(sources, True, 8, workers=2, progress=False)
+    assert np.array_equal(x1, x2) and e1 == e2
+    assert x1.shape == (80, 1, 8, 8) and sum(e is not None for e in e1) == 1

@@ -68,11 +68,13 @@ def info(
     from digitlab.engine.presets import DATASET_DEFAULTS
 
     data = load_dataset(dataset, data_dir, download=download)
-    table = Table(title=data.name, show_header=False, box=None)
+    table = Table(title=data.label, show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
     c, s = data.channels, data.image_size
     table.add_row("files", data.source or "?")
+    if data.note:
+        table.add_row("copy", f"{data.note}: pixels differ slightly from the official files; results say so")
     table.add_row("train", f"{data.train_x.shape[0]:,} images")
     table.add_row("test", f"{data.test_x.shape[0]:,} images")
     table.add_row("image", f"{c} x {s} x {s} uint8 ({'gray' if c == 1 else 'RGB'})")

@@ -81,6 +81,10 @@ def load_dataset(
         from digitlab.data.folder import load_folder
 
         data = load_folder(name, grayscale=grayscale, image_size=image_size, progress=progress)
+        from digitlab.data.cifar10_jpeg import as_cifar10, looks_like_cifar10
+
+        if looks_like_cifar10(data):  # a copy of CIFAR-10 given by path is treated as CIFAR-10
+            data = as_cifar10(data, Path(name).expanduser())
     else:
         data = _load_registered(canon, data_dir, download, progress)
         data = convert(data, grayscale=grayscale, image_size=image_size)

@@ -25,6 +25,13 @@ class ImageData:
     std: tuple[float, ...]
     source: str | None = None  # where the files were found (shown by `digitlab data info`)
     skipped: list[str] = field(default_factory=list)  # image folders: unreadable files left out
+    # How these files differ from the official release ("JPEG q75 copy"): said wherever results are reported.
+    note: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The name to report: ``cifar10 (JPEG q75 copy)`` for a copy, else the name."""
+        return f"{self.name} ({self.note})" if self.note else self.name
 
     @property
     def channels(self) -> int:

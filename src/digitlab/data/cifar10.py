@@ -319,9 +319,17 @@ def load_cifar10(
     progress: bool = True,
     mirrors: list[str] | None = None,
 ) -> ImageData:
-    """CIFAR-10 as uint8 (N, 3, 32, 32) tensors: 50,000 train and 10,000 test images."""
+    """CIFAR-10 as uint8 (N, 3, 32, 32) tensors: 50,000 train and 10,000 test images.
+
+    Without the official pickles, a JPEG copy (``data.cifar10_jpeg``) is read instead of downloading.
+    """
     path = find_cifar10(data_dir)
     if path is None:
+        from digitlab.data.cifar10_jpeg import find_cifar10_jpeg, load_cifar10_jpeg
+
+        jpeg = find_cifar10_jpeg(data_dir)
+        if jpeg is not None:
+            return load_cifar10_jpeg(jpeg, progress=progress)
         path = _download(data_dir, download, progress, mirrors)
     members = _read_members(path)
     parts = [_batch(members[n], f"{path}:{n}") for n in CIFAR_BATCHES[:-1]]  # type: ignore[arg-type]
