@@ -2,7 +2,10 @@
 
 Each file goes to a temporary file in the destination folder, is checked against its md5,
 and only then renamed into place (``os.replace``), so an interrupted or corrupt download
-never leaves a file the loaders would trust. Mirrors can be replaced with the ``mirrors``
+never leaves a file the loaders would trust. A download is bounded: a size cap from the
+file's known size, an overall deadline and a minimum rate, so a mirror that sends too much
+or drips bytes is dropped. The temporary file of a killed download is removed by the next
+download of the same file (a live one holds a lock on its own). Mirrors can be replaced with the ``mirrors``
 argument or ``$DIGITLAB_MIRRORS`` (comma-separated base URLs), e.g. for a local server.
 """
 
@@ -13,16 +16,45 @@ import hashlib
 import http.client
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: a temporary file in use cannot be deleted there anyway
+    fcntl = None  # type: ignore[assignment]
 
 from digitlab.errors import DigitlabError
 
 ENV_MIRRORS = "DIGITLAB_MIRRORS"
 TIMEOUT_S = 30.0  # per connection attempt and per read; a dead mirror must not hang the CLI
 CHUNK = 1 << 20
+# A byte every few seconds keeps every read alive: a mirror must also deliver MIN_RATE bytes/s
+# on average over each RATE_WINDOW_S window (16 KB/s: CIFAR-10's 163 MB in under 3 hours) ...
+MIN_RATE = 16 * 1024
+RATE_WINDOW_S = 60.0
+# ... and finish a file within DEADLINE_S whatever its rate (CIFAR-10 at 50 KB/s takes 57 minutes).
+DEADLINE_S = 3600.0
+# The official files' sizes. A body over SIZE_SLACK times this is not the file (a recompressed
+# .gz with the same content, which the content md5 accepts, may be somewhat larger), so it is
+# dropped as soon as it is announced or has arrived, instead of being written in full first.
+SIZES = {
+    "train-images-idx3-ubyte.gz": {"mnist": 9_912_422, "fashion-mnist": 26_421_880},
+    "train-labels-idx1-ubyte.gz": {"mnist": 28_881, "fashion-mnist": 29_515},
+    "t10k-images-idx3-ubyte.gz": {"mnist": 1_648_877, "fashion-mnist": 4_422_102},
+    "t10k-labels-idx1-ubyte.gz": {"mnist": 4_542, "fashion-mnist": 5_148},
+    "cifar-10-python.tar.gz": {"cifar10": 170_498_071},
+}
+SIZE_SLACK = 2.0
+# A file whose size is not known: twice CIFAR-10's archive, the largest file here.
+MAX_BYTES = 2 * 170_498_071
+# Hashing a .gz's content stops here: more than any accepted content (CIFAR-10's tar is 181 MB).
+MAX_CONTENT_BYTES = 256 << 20
+PART_PREFIX = ".part-"  # temporary names end with the file's own name, so .gz is still .gz
 
 MIRRORS = {
     "mnist": ["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"],
@@ -78,18 +110,37 @@ def md5_file(path: Path) -> str:
 
 
 def _md5_gunzipped(path: Path) -> str | None:
+    """md5 of the inflated content; None if it is not gzip or inflates past ``MAX_CONTENT_BYTES``."""
     h = hashlib.md5(usedforsecurity=False)
+    total = 0
     try:
         with gzip.open(path, "rb") as f:
             for block in iter(lambda: f.read(CHUNK), b""):
+                total += len(block)
+                if total > MAX_CONTENT_BYTES:
+                    return None
                 h.update(block)
     except (OSError, EOFError, zlib.error):
         return None
     return h.hexdigest()
 
 
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def max_bytes_for(dataset: str, name: str) -> int:
+    """The size cap of one file: ``SIZE_SLACK`` x its official size, or ``MAX_BYTES`` if unknown."""
+    known = SIZES.get(name, {}).get(dataset)
+    return int(known * SIZE_SLACK) if known else MAX_BYTES
+
+
 def checksum_ok(path: Path, accepted: tuple[str, ...] | list[str] | str | None) -> bool:
-    """True if the file's md5 (or, for .gz, its decompressed content's md5) is accepted."""
+    """True if the file's md5 (or, for gzip, its decompressed content's md5) is accepted.
+
+    Gzip is told by the name or the content, so a temporary file is checked like the final one.
+    """
     if not accepted:
         return True
     accepted = {accepted} if isinstance(accepted, str) else set(accepted)
@@ -97,7 +148,7 @@ def checksum_ok(path: Path, accepted: tuple[str, ...] | list[str] | str | None) 
         return True
     if _is_lzw(path):  # told by content: a download is checked under its temporary name
         return _md5_unlzw(path) in accepted
-    return path.name.endswith(".gz") and _md5_gunzipped(path) in accepted
+    return (path.name.endswith(".gz") or _is_gzip(path)) and _md5_gunzipped(path) in accepted
 
 
 def _is_lzw(path: Path) -> bool:
@@ -129,27 +180,103 @@ def _progress(enabled: bool):
     )
 
 
-def _fetch(url: str, dest: Path, progress: bool, timeout: float) -> Path:
-    """Stream ``url`` into a temporary file next to ``dest``; returns the temporary path."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+class Dropped(OSError):
+    """A mirror that answered but broke a limit (size, rate, deadline): the next one is tried."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one download may take; the defaults are the module's constants (tests pass small ones)."""
+
+    max_bytes: int = MAX_BYTES
+    deadline_s: float = DEADLINE_S
+    min_rate: float = MIN_RATE
+    rate_window_s: float = RATE_WINDOW_S
+
+
+def _lock(fd: int) -> bool:
+    """Take the lock that marks a temporary file as in use; False if another process holds it."""
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def remove_stale_parts(dest: Path) -> list[Path]:
+    """Delete the temporary files of ``dest`` that no live download holds (a killed one's)."""
+    removed = []
+    patterns = (f"{PART_PREFIX}*-{dest.name}", f".{dest.name}.*.part")  # the second: older digitlab
+    for part in {p for pattern in patterns for p in dest.parent.glob(pattern)}:
+        try:
+            fd = os.open(part, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if _lock(fd):
+                part.unlink(missing_ok=True)
+                removed.append(part)
+        except OSError:
+            pass  # in use (Windows) or already gone
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _copy_body(resp, out, bar, task, limits: Limits) -> None:
+    """Copy the response body within the limits; raises Dropped when one is broken."""
+    start = window_start = time.monotonic()
+    window_bytes = 0
+    while True:
+        block = resp.read1(CHUNK)  # returns what has arrived: a drip cannot hide in a long read
+        if not block:
+            return
+        out.write(block)
+        bar.advance(task, len(block))
+        if out.tell() > limits.max_bytes:
+            raise Dropped(f"sent more than {limits.max_bytes:,} bytes, more than the file can be")
+        now = time.monotonic()
+        if now - start > limits.deadline_s:
+            raise Dropped(f"took longer than {limits.deadline_s:g} s ({out.tell():,} bytes so far)")
+        window_bytes += len(block)
+        if now - window_start >= limits.rate_window_s:
+            rate = window_bytes / (now - window_start)
+            if rate < limits.min_rate:
+                raise Dropped(
+                    f"too slow: {rate:,.0f} bytes/s over {now - window_start:.0f} s (minimum {limits.min_rate:,.0f})"
+                )
+            window_start, window_bytes = now, 0
+
+
+def _fetch(url: str, dest: Path, progress: bool, timeout: float, limits: Limits) -> tuple[Path, int]:
+    """Stream ``url`` into a temporary file next to ``dest``.
+
+    Returns the temporary path and a descriptor holding its lock: the caller closes it once the
+    file is renamed into place or deleted, so no other download takes it for a killed one's.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=PART_PREFIX, suffix=f"-{dest.name}", dir=dest.parent)
+    _lock(fd)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; data files are shared like any download
     try:
         req = urllib.request.Request(url, headers={"User-Agent": "digitlab"})
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(req, timeout=timeout) as resp:
+        with open(fd, "wb", buffering=0, closefd=False) as out, urllib.request.urlopen(req, timeout=timeout) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or None
+            if total is not None and total > limits.max_bytes:
+                raise Dropped(f"announces {total:,} bytes, more than the file can be ({limits.max_bytes:,})")
             with _progress(progress) as bar:
                 task = bar.add_task(dest.name, total=total)
-                for block in iter(lambda: resp.read(CHUNK), b""):
-                    out.write(block)
-                    bar.advance(task, len(block))
+                _copy_body(resp, out, bar, task, limits)
             if total is not None and out.tell() != total:
                 raise OSError(f"connection closed after {out.tell()} of {total} bytes")
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        os.close(fd)
         raise
-    return Path(tmp)
+    return Path(tmp), fd
 
 
 def download_file(
@@ -160,6 +287,7 @@ def download_file(
     *,
     progress: bool = True,
     timeout: float = TIMEOUT_S,
+    limits: Limits | None = None,
 ) -> Path:
     """Download ``name`` from the first base URL that serves it with an accepted md5.
 
@@ -170,6 +298,7 @@ def download_file(
         md5: accepted md5 digest(s); None skips the check.
         progress: show a Rich progress bar on stderr.
         timeout: seconds per connection attempt / read.
+        limits: size cap, deadline and minimum rate (default: ``Limits()``, the module's constants).
 
     Returns the final path. Raises DigitlabError naming every URL tried and why it failed.
     """
@@ -179,11 +308,13 @@ def download_file(
     except OSError as exc:
         raise DigitlabError(f"cannot create download folder {dest_dir}: {exc.strerror or exc}") from exc
     dest = dest_dir / name
+    remove_stale_parts(dest)
+    limits = limits or Limits()
     failures = []
     for base in base_urls:
         url = base if base.endswith(name) else base.rstrip("/") + "/" + name
         try:
-            tmp = _fetch(url, dest, progress, timeout)
+            tmp, lock = _fetch(url, dest, progress, timeout, limits)
         except urllib.error.HTTPError as exc:
             failures.append(f"{url}: HTTP {exc.code} {exc.reason}")
             continue
@@ -201,6 +332,7 @@ def download_file(
             return dest
         finally:
             tmp.unlink(missing_ok=True)
+            os.close(lock)
     raise DigitlabError(f"could not download {name}:\n  " + "\n  ".join(failures or ["no mirrors given"]))
 
 
@@ -232,5 +364,6 @@ def download_dataset(
         if existing.is_file() and md5 and checksum_ok(existing, md5):
             paths.append(existing)
             continue
-        paths.append(download_file(name, dest_dir, urls, md5, progress=progress, timeout=timeout))
+        limits = Limits(max_bytes=max_bytes_for(dataset, name))
+        paths.append(download_file(name, dest_dir, urls, md5, progress=progress, timeout=timeout, limits=limits))
     return paths
