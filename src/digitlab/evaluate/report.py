@@ -84,6 +84,7 @@ def format_report(metrics: dict) -> str:
     """Plain-text summary of ``compute_metrics``' dict for the terminal and report.txt."""
     lines = [
         f"accuracy {metrics['accuracy']:.4f} on {metrics['n']} samples"
+        + (f" of {metrics['dataset']}" if metrics.get("dataset") else "")
         + (f" ({metrics['n_errors']} errors)" if "n_errors" in metrics else ""),
         f"macro precision {metrics['macro_precision']:.4f}  recall {metrics['macro_recall']:.4f}"
         f"  F1 {metrics['macro_f1']:.4f}",
