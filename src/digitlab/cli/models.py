@@ -38,16 +38,28 @@ def models_cmd() -> None:
     for info in list_models():
         c, s = natural_shape(info.fn)
         table.add_row(info.name, info.description, f"{c}x{s}x{s}", f"{count_params(info.fn()):,}")
+    from digitlab.models.registry import SEED_TUTORIALS
+
     Console().print(table)
+    print("seed NNN: one of the five tutorials digitlab started from, whose network the model is:")
+    for seed, what in SEED_TUTORIALS.items():
+        print(f"  seed {seed}: {what}")
+    print("Your own network: --model package.module:ClassName (num_classes, in_channels, image_size arguments)")
 
 
 @app.command("summary")
 def summary_cmd(
-    model: str = typer.Argument(..., help="registry name (see `digitlab models`)"),
+    model: str = typer.Argument(..., help="registry name (see `digitlab models`) or package.module:ClassName"),
     dataset: str = typer.Option("mnist", help="input shape of this dataset: mnist, fashion-mnist, cifar10, digits"),
     channels: int | None = typer.Option(None, help="override the input channels"),
     image_size: int | None = typer.Option(None, help="override the (square) input size"),
     num_classes: int = typer.Option(10, help="number of output classes"),
+    as_written: bool = typer.Option(
+        False,
+        "--as-written",
+        help="the seed's own layer order (ReLU before each max pool, nn.Dropout), as its tutorial wrote it; "
+        "digitlab runs the same function faster (as_the_seed_wrote_it)",
+    ),
 ) -> None:
     """Print a model's layers with output shapes, parameters and mult-adds (torchinfo)."""
     from torchinfo import summary  # only this command needs it
@@ -59,6 +71,10 @@ def summary_cmd(
     if c < 1 or s < 1 or num_classes < 1:
         raise DigitlabError("--channels, --image-size and --num-classes must be positive")
     net = create_model(model, num_classes=num_classes, in_channels=c, image_size=s)
+    if as_written:
+        from digitlab.models.layers import as_the_seed_wrote_it
+
+        net = as_the_seed_wrote_it(net)
     result = summary(
         net,
         input_size=(1, c, s, s),
@@ -66,6 +82,7 @@ def summary_cmd(
         verbose=0,
         device="cpu",
     )
-    print(f"{model} on {c}x{s}x{s} input, {num_classes} classes")
+    order = ", layers as the seed wrote them" if as_written else ""
+    print(f"{model} on {c}x{s}x{s} input, {num_classes} classes{order}")
     # torchinfo 1.8 on Python 3.11 prints its unit enum as "(Units.MEGABYTES)"; show "(M)".
     print(re.sub(r"\(Units\.(\w)\w*\)", r"(\1)", str(result)))
