@@ -91,6 +91,7 @@ def decode_image(data: bytes, name: str = "image bytes") -> Image.Image:
         with warnings.catch_warnings():
             # Pillow warns between MAX_IMAGE_PIXELS and twice that; treat the warning as the error.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data" and the like: read what is readable
             img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
             w, h = img.size  # from the header: nothing decoded yet
             if w * h > MAX_PIXELS:

@@ -41,8 +41,8 @@ _STOP = None  # asks a worker to end
 
 MAX_DEFAULT_PROCESSES = 8  # each holds a model and a torch runtime (~240 MB resident)
 # A request's whole time in the pool: waiting for a process, sending the image, predicting.
-# The shipped model answers in ~15 ms (p50) and the largest allowed photo (40 megapixels) takes
-# ~2 s to decode and read on a busy core: 10 s is ~600x the p50, so only a stuck process reaches it.
+# Several hundred times the shipped model's median answer (BENCHMARKS.md, web), and room for the
+# largest allowed photo (40 megapixels) on a busy core: only a stuck process reaches it.
 REQUEST_DEADLINE_S = 10.0
 # A fresh process imports torch and unpickles the model: 2-5 s on a quiet machine, more when
 # its cores are shared. Past this it is taken for failed and started again.
