@@ -54,6 +54,8 @@ def check_cifar10(data, n_train=TRAIN * 10, n_test=TEST * 10) -> None:
     assert data.train_x.dtype == torch.uint8 and data.train_y.dtype == torch.int64
     assert data.train_y.bincount().tolist() == [n_train // 10] * 10
     assert data.test_y.bincount().tolist() == [n_test // 10] * 10
+    assert data.train_y[:20].tolist() == list(range(10)) * 2  # classes in turn: any prefix is balanced
+    assert data.test_y[:10].tolist() == list(range(10))
     # each image's colour matches its label: red channel mean ~25 * label (classes 25 apart)
     red = data.train_x[:, 0].float().mean(dim=(1, 2))
     assert torch.allclose(red, 25.0 * data.train_y.float(), atol=12)  # noise clipped at 0 and 255

@@ -18,6 +18,7 @@ import zlib
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
+import torch
 from PIL import Image
 
 from digitlab.data import imagecache
@@ -34,6 +35,7 @@ SIZES = (50_000, 10_000)  # train, test: a copy with other counts is named with 
 ARCHIVE = "cifar10-jpeg.tar.gz"
 SUBDIRS = ["", "cifar10-jpeg", "cifar10", "cifar-10", "CIFAR10", "cifar10-jpeg/cifar10-jpeg"]
 MAX_MEMBER_BYTES = 1 << 20  # a 32x32 JPEG is about 1 KB; a member this large is not one
+COPY_VERSION = 2  # bump when as_cifar10 changes what an archive's cache holds (2: classes interleaved)
 MAX_MEMBERS = 200_000  # more than three times CIFAR-10: an archive this long is not a copy of it
 
 
@@ -104,7 +106,32 @@ def as_cifar10(data: ImageData, first_image: bytes | Path | None) -> ImageData:
     ``first_image`` (an image's bytes or path, or the copy's folder) tells the note the JPEG quality.
     """
     note = _note(first_image, (len(data.train_y), len(data.test_y)))
-    return replace(data, name="cifar10", mean=MEAN, std=STD, note=note)
+    tr, te = _interleave(data.train_y), _interleave(data.test_y)
+    return replace(
+        data,
+        name="cifar10",
+        train_x=data.train_x[tr],
+        train_y=data.train_y[tr],
+        test_x=data.test_x[te],
+        test_y=data.test_y[te],
+        mean=MEAN,
+        std=STD,
+        note=note,
+    )
+
+
+def _interleave(labels: torch.Tensor) -> torch.Tensor:
+    """The order that takes the classes in turn (first image of each class, then the second...).
+
+    A copy stored class by class would otherwise make ``--limit-train 5000`` all airplanes and
+    ``data show`` a row of one class; the official batches are mixed too.
+    """
+    order = torch.argsort(labels, stable=True)
+    sorted_labels = labels[order]
+    starts = torch.searchsorted(sorted_labels, sorted_labels, side="left")
+    rank = torch.empty_like(labels)
+    rank[order] = torch.arange(len(labels)) - starts  # the image's place within its class
+    return torch.argsort(rank * (int(labels.max()) + 1 if len(labels) else 1) + labels, stable=True)
 
 
 def looks_like_cifar10(data: ImageData) -> bool:
@@ -164,7 +191,7 @@ def load_cifar10_jpeg(path: str | os.PathLike, *, progress: bool = True, workers
         data = as_cifar10(data, path)
     elif path.is_file():
         st = path.stat()
-        settings = ["cifar10-archive", DECODE_VERSION]
+        settings = ["cifar10-archive", DECODE_VERSION, COPY_VERSION]
         key = imagecache.content_key([settings, str(path.resolve()), st.st_size, st.st_mtime_ns])
 
         def build() -> ImageData:
