@@ -10,8 +10,9 @@ request only when the previous one was answered. They post distinct MNIST test d
 way the page sends them: its 280x280 canvas scaled to a 96x96 PNG (RGBA, as a browser's
 ``toDataURL`` writes it) as a JSON data URL, with the 28x28 model input requested back. Every answer's status
 and label are checked. Every client stops at ``--duration`` seconds or ``--max-requests``,
-whichever comes first. Reports errors, misreads, p50/p90/p99 latency, requests/s, and the
-CPU time the server and this generator used per request; exits 1 if any request failed.
+whichever comes first. Reports errors, misreads, p50/p90/p99 latency, requests/s, the
+CPU time the server and this generator used per request, and the resident memory of the server
+and of each prediction process after the warm-up and at the end; exits 1 if any request failed.
 
 The clients are asyncio coroutines writing HTTP/1.1 on raw sockets, in one thread: a
 load generator that takes the CPU it measures distorts the measurement, and on a 2-core
@@ -90,7 +91,8 @@ def canvas_payloads(data_dir: str | None, count: int) -> list[tuple[bytes, str]]
 
     data = load_dataset("mnist", data_dir, download=False, progress=False)
     return [
-        (predict_body(canvas_png(x[0].numpy())), str(int(y))) for x, y in zip(data.test_x[:count], data.test_y[:count])
+        (predict_body(canvas_png(x[0].numpy())), str(int(y)))
+        for x, y in zip(data.test_x[:count], data.test_y[:count], strict=True)
     ]
 
 
@@ -270,6 +272,27 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def rss_mb(pid: int) -> dict:
+    """Resident memory (MB) of the server process and of each of its children (the prediction processes)."""
+
+    def one(p: int) -> float | None:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+            return round(kb / 1024, 1)
+        except (OSError, StopIteration, ValueError):
+            return None
+
+    children: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                children += [int(c) for c in f.read().split()]
+    except OSError:
+        pass
+    return {"server": one(pid), "workers": [one(c) for c in sorted(children)]}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clients", type=int, default=8)
@@ -295,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         # Warm-up: the first calls pay for lazy initialisation (in every server process).
         asyncio.run(run_clients("127.0.0.1", port, payloads, clients=args.clients, duration=60, max_requests=10))
         server_cpu, own_cpu = cpu_seconds(server.pid), time.process_time()
+        rss_start = rss_mb(server.pid)
         stats, wall = asyncio.run(
             run_clients(
                 "127.0.0.1",
@@ -306,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         server_cpu, own_cpu = cpu_seconds(server.pid) - server_cpu, time.process_time() - own_cpu
+        rss_end = rss_mb(server.pid)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -319,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         or "defaults",
         machine=f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}",
         load_average_before=[round(x, 2) for x in load_before],
+        rss_mb_start=rss_start,
+        rss_mb_end=rss_end,
     )
     print(json.dumps(summary, indent=2))
     print(
