@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 
 import torch
 from PIL import Image
@@ -10,7 +11,15 @@ from PIL import Image
 import digitlab.data
 from digitlab.cli import main
 from digitlab.data.base import ImageData
-from digitlab.experiments.permuted import matched_hidden, permute_pixels, run_permuted
+from digitlab.experiments.permuted import (
+    matched_hidden,
+    permute_pixels,
+    permuted_table,
+    pixel_permutation,
+    run_permuted,
+    run_permuted_seeds,
+    shuffled_examples,
+)
 from digitlab.models import create_model
 
 
@@ -78,6 +87,44 @@ def test_cli_experiment_permuted(tmp_path, monkeypatch, capsys):
     assert saved["n_train"] == 100 and set(saved["table"]) == {"mlp", "cnn-small"}
     with Image.open(tmp_path / "permuted.png") as im:
         assert im.format == "PNG"
+
+
+def test_run_permuted_seeds_mean_and_spread():
+    data = blobs(n_train=64, n_test=32)
+    result = run_permuted_seeds(data, seeds=[0, 1, 2], device="cpu")
+    assert result["seeds"] == [0, 1, 2] and set(result["per_seed"]) == {"0", "1", "2"}
+    assert result["per_seed"]["1"] == run_permuted(data, seed=1, device="cpu")["table"]  # each seed is a full run
+    for model in ("mlp", "cnn-small"):
+        for cond in ("normal", "permuted"):
+            cells = [result["per_seed"][s][model][cond] for s in ("0", "1", "2")]
+            assert result["table"][model][cond] == statistics.fmean(cells)
+            assert result["std"][model][cond] == statistics.stdev(cells)
+    text = str(permuted_table(result))
+    assert "mean ± std" in text and "±" in text.splitlines()[-1]
+    assert "<table>" in permuted_table(result)._repr_html_()
+    json.dumps(result)
+
+
+def test_shuffled_examples_show_the_permutation():
+    data = blobs(n_train=8, n_test=12)
+    images, titles = shuffled_examples(data, seed=4, n=5)
+    assert images.shape == (10, 1, 16, 16) and len(titles) == 10
+    assert torch.equal(images[:5], data.test_x[:5])
+    assert torch.equal(images[5:], permute_pixels(data.test_x[:5], pixel_permutation(16, 4)))
+    assert titles[0] == data.classes[int(data.test_y[0])] and titles[5].endswith("shuffled")
+
+
+def test_cli_experiment_permuted_over_seeds(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(digitlab.data, "load_dataset", lambda name, data_dir=None, download=True: blobs(64, 32))
+    assert main(["experiment", "permuted", "--out", str(tmp_path), "--seeds", "0,1"]) == 0
+    out = capsys.readouterr().out
+    assert "8 runs" in out and "±" in out
+    saved = json.loads((tmp_path / "permuted.json").read_text())
+    assert saved["seeds"] == [0, 1] and set(saved["std"]) == {"mlp", "cnn-small"}
+    for name in ("permuted.png", "permuted_samples.png"):
+        with Image.open(tmp_path / name) as im:
+            assert im.format == "PNG"
+    assert main(["experiment", "permuted", "--out", str(tmp_path), "--seeds", "0,x"]) == 2
 
 
 def test_cli_rejects_too_small_images(tmp_path, monkeypatch, capsys):

@@ -16,6 +16,7 @@ from digitlab.cli import (  # noqa: E402,F401
     predict,
     runs,
     serve,
+    sweep,
     train,
 )
 from digitlab.cli.app import app

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from digitlab.cli.app import app
 
@@ -23,39 +22,54 @@ def permuted(
     epochs: int = typer.Option(1, min=1, help="Epochs per run (seed 002: 1)."),
     limit_train: int | None = typer.Option(None, min=1, help="Use only the first N training images."),
     limit_test: int | None = typer.Option(None, min=1, help="Use only the first N test images."),
-    seed: int = typer.Option(0, help="Seeds the permutation, initial weights and batch order."),
+    seeds: str = typer.Option(
+        "0", help="Seeds, e.g. 0,1,2: each seeds a permutation, initial weights and batch order; mean ± std over them."
+    ),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N, mps."),
-    out: Path = typer.Option(Path("runs/permuted"), help="Folder for permuted.json and permuted.png."),
+    out: Path = typer.Option(
+        Path("runs/permuted"), help="Folder for permuted.json, permuted.png and permuted_samples.png."
+    ),
 ) -> None:
     """Train mlp and cnn-small (equal parameter counts) on normal and pixel-shuffled images."""
+    from digitlab.cli.runs import print_table
     from digitlab.data import load_dataset
+    from digitlab.errors import DigitlabError
+    from digitlab.evaluate.grid import image_grid
     from digitlab.evaluate.plots import plot_bars
-    from digitlab.experiments.permuted import CONDITIONS, run_permuted
+    from digitlab.experiments.permuted import permuted_table, run_permuted_seeds, shuffled_examples
 
+    try:
+        seed_list = list(dict.fromkeys(int(s) for s in seeds.split(",")))
+    except ValueError:
+        raise DigitlabError(f"--seeds {seeds!r} is not a comma-separated list of integers") from None
     console = Console()
     data = load_dataset(dataset, data_dir, download=download)
     if limit_train or limit_test:
         data = data.subset(limit_train, limit_test)
     console.print(
-        f"{data.name}: {data.train_x.shape[0]} train, {data.test_x.shape[0]} test images; 4 runs of {epochs} epoch(s)",
+        f"{data.name}: {data.train_x.shape[0]} train, {data.test_x.shape[0]} test images; "
+        f"{4 * len(seed_list)} runs of {epochs} epoch(s)",
         highlight=False,
     )
-    result = run_permuted(data, epochs=epochs, seed=seed, device=device)
-
-    table = Table(title=f"Test accuracy, {data.name} (seed 002's experiment)")
-    table.add_column("model", style="bold cyan")
-    table.add_column("parameters", justify="right")
-    for cond in CONDITIONS:
-        table.add_column(f"{cond} pixels", justify="right")
-    for name, row in result["table"].items():
-        table.add_row(name, f"{result['params'][name]:,}", *(f"{row[c]:.2%}" for c in CONDITIONS))
-    console.print(table)
+    result = run_permuted_seeds(data, epochs=epochs, seeds=seed_list, device=device)
+    print_table(permuted_table(result), console)
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "permuted.json").write_text(json.dumps(result, indent=2) + "\n")
+    several = len(seed_list) > 1
     plot_bars(
         result["table"],
         out / "permuted.png",
-        title=f"{data.name}: fully-connected vs CNN on normal and shuffled pixels",
+        title=f"{data.name}: fully-connected vs CNN on normal and shuffled pixels"
+        + (f" (mean ± std over {len(seed_list)} seeds)" if several else ""),
+        errors=result["std"] if several else None,
     )
-    console.print(f"wrote {out / 'permuted.json'} and {out / 'permuted.png'}", highlight=False)
+    images, titles = shuffled_examples(data, seed_list[0])
+    image_grid(
+        images,
+        titles,
+        out / "permuted_samples.png",
+        ncols=len(titles) // 2,
+        title="the same pixel order for every image",
+    )
+    console.print(f"wrote permuted.json, permuted.png and permuted_samples.png to {out}", highlight=False)

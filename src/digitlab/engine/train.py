@@ -205,8 +205,10 @@ def compile_for_training(
 def load_data(cfg: RunConfig) -> ImageData:
     """Load the configured dataset into memory (uint8), with limits and validation split applied."""
     from digitlab.data import load_dataset
+    from digitlab.data.locate import resolve_data_dir
 
     d = cfg.data
+    d.data_dir = resolve_data_dir(d.data_dir)  # absolute in config.json: resume and eval find it from anywhere
     data = load_dataset(d.dataset, d.data_dir, download=d.download, grayscale=d.grayscale, image_size=d.image_size)
     if d.limit_train or d.limit_test:
         data = data.subset(d.limit_train, d.limit_test)

@@ -145,3 +145,53 @@ def run_permuted(
         "config": asdict(cfg.train),
         "provenance": provenance(),
     }
+
+
+def pixel_permutation(image_size: int, seed: int) -> torch.Tensor:
+    """The fixed pixel order ``run_permuted`` uses for ``seed``."""
+    return torch.randperm(image_size**2, generator=torch.Generator().manual_seed(seed))
+
+
+def run_permuted_seeds(data: ImageData, *, seeds: list[int] | tuple[int, ...] = (0,), **kwargs) -> dict:
+    """``run_permuted`` once per seed (a new permutation, initial weights and batch order each time).
+
+    Returns ``run_permuted``'s dict with ``table`` the mean over seeds, plus ``std`` (the sample standard
+    deviation, 0 for one seed), ``seeds`` and ``per_seed`` (each seed's own table).
+    """
+    from digitlab.evaluate.table import Spread
+
+    if not seeds:
+        raise ValueError("at least one seed")
+    runs = [run_permuted(data, seed=s, **kwargs) for s in seeds]
+    spread = {m: {c: Spread.of([r["table"][m][c] for r in runs]) for c in CONDITIONS} for m in MODELS}
+    result = {k: v for k, v in runs[0].items() if k != "seed"}
+    return result | {
+        "table": {m: {c: v.mean for c, v in row.items()} for m, row in spread.items()},
+        "std": {m: {c: v.std for c, v in row.items()} for m, row in spread.items()},
+        "seeds": list(seeds),
+        "per_seed": {str(s): r["table"] for s, r in zip(seeds, runs, strict=True)},
+        "seconds": {m: {c: round(sum(r["seconds"][m][c] for r in runs), 2) for c in CONDITIONS} for m in MODELS},
+    }
+
+
+def permuted_table(result: dict):
+    """A result of ``run_permuted_seeds`` (or ``run_permuted``) as a Table: text in a terminal, HTML in a
+    notebook; several seeds show as mean ± standard deviation."""
+    from digitlab.evaluate.table import Spread, Table, percent
+
+    per_seed = result.get("per_seed") or {str(result.get("seed", 0)): result["table"]}
+    rows = []
+    for name in result["table"]:
+        cells = {c: Spread.of([t[name][c] for t in per_seed.values()]) for c in CONDITIONS}
+        rows.append({"model": name, "parameters": result["params"][name], **cells})
+    several = len(per_seed) > 1
+    title = f"test accuracy, {result['dataset']}, seed(s) {', '.join(per_seed)}" + (" (mean ± std)" if several else "")
+    return Table(["model", "parameters", *CONDITIONS], rows, title=title, formats={c: percent for c in CONDITIONS})
+
+
+def shuffled_examples(data: ImageData, seed: int = 0, n: int = 10) -> tuple[torch.Tensor, list[str]]:
+    """The first ``n`` test images, then the same images with seed ``seed``'s pixel order: for ``image_grid``."""
+    x = data.test_x[:n].cpu()
+    shuffled = permute_pixels(x, pixel_permutation(data.image_size, seed))
+    labels = [data.classes[int(y)] for y in data.test_y[:n]]
+    return torch.cat([x, shuffled]), labels + [f"{c} shuffled" for c in labels]
