@@ -143,7 +143,9 @@ def save_explanation(pred, path: Path, classes: list[str], saliency: list | None
 def predict(
     images: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) or glob patterns."),
     model: str | None = typer.Option(
-        None, "--model", help="A checkpoint or run folder (default: the shipped digit model)."
+        None,
+        "--model",
+        help="A checkpoint, run folder, or .onnx file (run by onnxruntime) (default: the shipped digit model).",
     ),
     top_k: int = typer.Option(3, "--top-k", min=1, help="How many best classes to list."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),

@@ -36,7 +36,7 @@ def served_names(host: str, loopback: bool) -> list[str]:
 @app.command()
 def serve(
     model: Path | None = typer.Option(
-        None, "--model", help="Checkpoint to serve; default: the shipped digit model."
+        None, "--model", help="Checkpoint, run folder or .onnx file to serve; default: the shipped digit model."
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; 0.0.0.0 opens it to the network."),
     port: int = typer.Option(8000, "--port", min=1, max=65535, help="TCP port."),
