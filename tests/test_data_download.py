@@ -214,11 +214,12 @@ def test_load_dataset_downloads_into_cache(server, isolated_data_env, monkeypatc
         load_dataset("mnist", progress=False)
     msg = str(exc.value)
     assert "checksum mismatch" in msg and "train-images-idx3-ubyte.gz" in msg and str(isolated_data_env) in msg
-    assert leftovers(isolated_data_env / "mnist") == []
+    assert (isolated_data_env / "mnist").is_dir() and leftovers(isolated_data_env / "mnist") == []  # cache made
 
 
 def test_offline_error_says_what_to_put_where(tmp_path, isolated_data_env, monkeypatch):
     monkeypatch.setenv("DIGITLAB_MIRRORS", dead_url())
+    (tmp_path / "d").mkdir()
     with pytest.raises(DigitlabError) as exc:
         load_dataset("fashion-mnist", tmp_path / "d", progress=False)
     msg = str(exc.value)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from digitlab.data import list_datasets, load_dataset
-from digitlab.data.locate import download_dir, find_idx_files, search_roots
+from digitlab.data.locate import download_dir, find_idx_files, resolve_data_dir, search_roots
 from digitlab.data.mnist import read_idx
 from digitlab.errors import DigitlabError
 
@@ -231,12 +231,15 @@ def test_mnist_and_fashion_folders_are_not_confused(tmp_path, isolated_data_env)
 
 
 def test_download_dir(tmp_path, isolated_data_env):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "mnist").mkdir()
     assert download_dir("mnist", tmp_path / "data") == tmp_path / "data" / "mnist"
     assert download_dir("mnist", tmp_path / "mnist") == tmp_path / "mnist"
     assert download_dir("cifar10") == isolated_data_env / "cifar10"
 
 
 def test_missing_files_without_download_says_what_to_put_where(tmp_path, isolated_data_env):
+    (tmp_path / "empty").mkdir()
     with pytest.raises(DigitlabError) as exc:
         load_dataset("mnist", tmp_path / "empty", download=False)
     msg = str(exc.value)
@@ -348,3 +351,56 @@ def test_whole_float_labels_are_accepted(tmp_path, isolated_data_env):
     tiny_mnist(tmp_path)
     write_idx(tmp_path / (STEMS[3] + ".gz"), np.array([4, 3, 2, 1, 0], ">f4"))
     assert load_dataset("mnist", tmp_path, download=False).test_y.tolist() == [4, 3, 2, 1, 0]
+
+
+# --- data locations (issue 17, item 2) ----------------------------------------------------
+
+
+@pytest.mark.parametrize("make", [None, "file"])
+def test_a_data_dir_that_is_not_a_folder_is_refused_and_not_created(tmp_path, isolated_data_env, make):
+    where = tmp_path / "shared" / "data"
+    if make == "file":
+        where.parent.mkdir()
+        where.write_text("not a folder")
+    state = "is not a folder" if make else "does not exist"
+    with pytest.raises(DigitlabError, match=f"--data-dir {where} {state}; pass the folder that holds"):
+        load_dataset("mnist", where)
+    assert where.is_file() if make else not where.parent.exists()
+
+
+def test_missing_digitlab_data_is_refused(tmp_path, isolated_data_env, monkeypatch):
+    monkeypatch.setenv("DIGITLAB_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(DigitlabError, match=rf"\$DIGITLAB_DATA {tmp_path / 'nowhere'} does not exist"):
+        load_dataset("mnist", download=False)
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_relative_data_dir_is_resolved_once(tmp_path, isolated_data_env, monkeypatch):
+    tiny_mnist(tmp_path / "data" / "mnist", n_train=7)
+    monkeypatch.chdir(tmp_path)
+    absolute = resolve_data_dir("data")
+    assert absolute == str(tmp_path / "data")
+    monkeypatch.chdir(tmp_path / "data" / "mnist")  # a cd after resolving does not break it
+    assert load_dataset("mnist", absolute, download=False).train_x.shape[0] == 7
+    with pytest.raises(DigitlabError, match=rf"--data-dir {tmp_path / 'data' / 'mnist' / 'data'} does not exist "):
+        load_dataset("mnist", "data", download=False)  # unresolved, the same words mean another folder
+    monkeypatch.setenv("DIGITLAB_DATA", "../..")  # relative $DIGITLAB_DATA: from where it is read
+    assert search_roots()[0] == tmp_path
+
+
+def test_training_config_stores_the_absolute_data_dir(tmp_path, isolated_data_env, monkeypatch):
+    from digitlab.config import RunConfig
+    from digitlab.engine.train import load_data
+
+    tiny_mnist(tmp_path / "d", n_train=6)
+    monkeypatch.chdir(tmp_path)
+    cfg = RunConfig()
+    cfg.data.data_dir, cfg.data.download = "d", False
+    assert load_data(cfg).train_x.shape[0] == 6 and cfg.data.data_dir == str(tmp_path / "d")
+
+
+def test_cli_refuses_a_missing_data_dir(tmp_path, isolated_data_env, capsys):
+    from digitlab.cli import main
+
+    assert main(["data", "download", "mnist", "--data-dir", str(tmp_path / "typo")]) == 2
+    assert "does not exist" in capsys.readouterr().err and not (tmp_path / "typo").exists()

@@ -1,7 +1,10 @@
 """Finding dataset files on disk.
 
 Roots are searched in order: the ``data_dir`` argument, ``$DIGITLAB_DATA``, then the user
-cache directory. Inside a root we accept the files themselves, a folder per dataset
+cache directory. A ``data_dir`` or ``$DIGITLAB_DATA`` must be an existing folder: it is never
+created (a typo would otherwise fill an empty folder beside the data with downloads), and a
+relative one is made absolute once, from the directory it was given in. The user cache is
+created when a download needs it. Inside a root we accept the files themselves, a folder per dataset
 (``mnist/``, ``fashion-mnist/``, ``cifar10/``) and torchvision's layout (``MNIST/raw/``,
 ``FashionMNIST/raw/``, ``cifar-10-batches-py/``), so both ``--data-dir data`` and
 ``--data-dir data/mnist`` work.
@@ -11,6 +14,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from digitlab.errors import DigitlabError
 
 ENV_DATA = "DIGITLAB_DATA"
 
@@ -50,13 +55,38 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "digitlab"
 
 
+def existing_folder(path: str | os.PathLike, what: str) -> Path:
+    """``path`` made absolute (``~`` expanded, relative to the current directory), if it is a folder.
+
+    Raises DigitlabError naming ``what`` (``--data-dir``, ``$DIGITLAB_DATA``) otherwise.
+    """
+    given = Path(path).expanduser()
+    folder = Path(os.path.abspath(given))
+    if folder.is_dir():
+        return folder
+    where = "" if given.is_absolute() else f" (relative to {os.getcwd()})"
+    state = "is not a folder" if folder.exists() else "does not exist"
+    raise DigitlabError(
+        f"{what} {folder} {state}{where}; pass the folder that holds the data files "
+        "(digitlab does not create it; make it first to download into it)"
+    )
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> str | None:
+    """A ``--data-dir`` as the absolute path of an existing folder (None stays None).
+
+    Configs store this, so a resumed or evaluated run finds the same folder from anywhere.
+    """
+    return None if data_dir is None else str(existing_folder(data_dir, "--data-dir"))
+
+
 def search_roots(data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """The directories searched, in order, without duplicates."""
+    """The directories searched, in order, without duplicates; DigitlabError for a missing one."""
     roots: list[Path] = []
     if data_dir is not None:
-        roots.append(Path(data_dir).expanduser())
+        roots.append(existing_folder(data_dir, "--data-dir"))
     if os.environ.get(ENV_DATA):
-        roots.append(Path(os.environ[ENV_DATA]).expanduser())
+        roots.append(existing_folder(os.environ[ENV_DATA], f"${ENV_DATA}"))
     roots.append(cache_dir())
     seen, unique = set(), []
     for r in roots:
