@@ -1,4 +1,10 @@
-"""Shared fixtures. Tests make their own small data; only `mnist_dir` points at real files."""
+"""Shared fixtures. Tests make their own small data; only `mnist_dir` points at real files.
+
+Real MNIST is looked for where a user has it: ``$DIGITLAB_DATA``, the user cache that
+``digitlab data download mnist`` fills, and ``<repo>/../shared/data``. Locally, a test that
+needs it is skipped with a message saying what to put where; in CI (``CI=true``) it fails, so
+a CI run without the data is red instead of green with dozens of skips.
+"""
 
 from __future__ import annotations
 
@@ -8,27 +14,55 @@ from pathlib import Path
 
 import pytest
 
+from digitlab.data.locate import IDX_FILES, cache_dir
+
 REPO = Path(__file__).resolve().parent.parent
-MNIST_FILE = "train-images-idx3-ubyte.gz"
+MNIST_FILES = [stem + ".gz" for stem in IDX_FILES.values()]
+USER_CACHE = cache_dir()  # read before any test changes $XDG_CACHE_HOME
 
 
-def _mnist_candidates() -> list[Path]:
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def mnist_candidates(env: str | None, cache: Path, repo: Path) -> list[Path]:
+    """Folders that may hold the four MNIST .gz files, in the order digitlab itself searches."""
     found = []
-    env = os.environ.get("DIGITLAB_DATA")
     if env:
-        found += [Path(env), Path(env) / "mnist"]
-    found.append(REPO.parent / "shared" / "data" / "mnist")
+        root = Path(os.path.abspath(Path(env).expanduser()))
+        found += [root, root / "mnist", root / "MNIST" / "raw"]
+    found += [cache / "mnist", cache, repo.parent / "shared" / "data" / "mnist"]
     return found
+
+
+def find_mnist(candidates: list[Path]) -> Path | None:
+    return next((d.resolve() for d in candidates if all((d / f).is_file() for f in MNIST_FILES)), None)
+
+
+def missing_data(message: str) -> None:
+    """Skip (locally) or fail (in CI) a test whose real data is not there."""
+    if in_ci():
+        pytest.fail(f"{message}\n(CI=true: missing data fails the run instead of skipping)", pytrace=False)
+    pytest.skip(message)
+
+
+def mnist_missing_message(candidates: list[Path]) -> str:
+    return (
+        f"real MNIST not found: put {', '.join(MNIST_FILES)} in one of "
+        + ", ".join(str(d) for d in candidates)
+        + "; `digitlab data download mnist` fetches them into the user cache, or set DIGITLAB_DATA"
+        + " to the folder that holds them"
+    )
 
 
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
-    """The folder holding the four real MNIST .gz files ($DIGITLAB_DATA or <repo>/../shared/data/mnist)."""
-    for d in _mnist_candidates():
-        if (d / MNIST_FILE).is_file():
-            return d.resolve()
-    where = ", ".join(str(d) for d in _mnist_candidates())
-    pytest.skip(f"real MNIST not found (looked for {MNIST_FILE} in {where}); set DIGITLAB_DATA to its folder")
+    """The folder holding the four real MNIST .gz files."""
+    candidates = mnist_candidates(os.environ.get("DIGITLAB_DATA"), USER_CACHE, REPO)
+    found = find_mnist(candidates)
+    if found is None:
+        missing_data(mnist_missing_message(candidates))
+    return found  # type: ignore[return-value]
 
 
 @pytest.fixture
@@ -46,3 +80,4 @@ def cpp_compiler() -> None:
     """Skip where torch.compile cannot build its CPU kernels (no C++ compiler)."""
     if not (shutil.which("g++") or shutil.which("c++")):
         pytest.skip("torch.compile on CPU needs a C++ compiler (g++)")
+

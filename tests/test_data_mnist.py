@@ -17,6 +17,7 @@ from digitlab.data.locate import download_dir, find_idx_files, resolve_data_dir,
 from digitlab.data.mnist import read_idx
 from digitlab.errors import DigitlabError
 
+REPO = Path(__file__).resolve().parent.parent
 STEMS = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 
 
@@ -404,3 +405,42 @@ def test_cli_refuses_a_missing_data_dir(tmp_path, isolated_data_env, capsys):
 
     assert main(["data", "download", "mnist", "--data-dir", str(tmp_path / "typo")]) == 2
     assert "does not exist" in capsys.readouterr().err and not (tmp_path / "typo").exists()
+
+
+# --- the tests' own lookup of real data (tests/conftest.py; issue 17, item 3) -------------
+
+
+def test_real_mnist_is_found_in_the_user_cache_that_data_download_fills(tmp_path):
+    from conftest import find_mnist, mnist_candidates
+
+    cache = tmp_path / "cache" / "digitlab"
+    for stem in STEMS:  # what `digitlab data download mnist` leaves in the cache
+        (cache / "mnist").mkdir(parents=True, exist_ok=True)
+        (cache / "mnist" / (stem + ".gz")).write_bytes(b"")
+    assert find_mnist(mnist_candidates(None, cache, tmp_path / "repo")) == cache / "mnist"
+    (cache / "mnist" / (STEMS[2] + ".gz")).unlink()  # three of four is not the data set
+    assert find_mnist(mnist_candidates(None, cache, tmp_path / "repo")) is None
+
+
+def test_ci_runs_digitlab_data_is_searched(tmp_path, monkeypatch):
+    """.ci/run exports DIGITLAB_DATA=<parent>/shared/data; a relative one is taken from the cwd."""
+    from conftest import mnist_candidates
+
+    monkeypatch.chdir(tmp_path)
+    found = mnist_candidates("../shared/data", tmp_path / "c", tmp_path / "repo")
+    assert found[1] == tmp_path.parent / "shared" / "data" / "mnist"
+    assert "shared/data" in (REPO / ".ci" / "run").read_text()
+
+
+def test_missing_data_skips_locally_and_fails_in_ci(monkeypatch, tmp_path):
+    from conftest import missing_data, mnist_candidates, mnist_missing_message
+
+    message = mnist_missing_message(mnist_candidates(None, tmp_path / "cache", tmp_path / "repo"))
+    assert all(stem + ".gz" in message for stem in STEMS) and str(tmp_path / "cache" / "mnist") in message
+    assert "digitlab data download mnist" in message
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="real MNIST not found"):
+        missing_data(message)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true: missing data fails the run"):
+        missing_data(message)
