@@ -106,3 +106,20 @@ def test_sweep_records_a_crashed_run_as_failed(tmp_path):
     assert "unknown optimizer" in (tmp_path / "s" / "optimizernosuch_seed0.log").read_text().lower()
     # A failed configuration is not retried when the sweep runs again.
     assert run_sweep(spec, tmp_path / "s", log=lines.append).states == {"FAIL": 1}
+
+
+def test_search_proposals_stay_in_their_ranges():
+    from digitlab.experiments.sweep import _suggest
+
+    spec = parse_spec(["optimizer=sgd,adam"], ["lr=0.01:0.5:log", "epochs=1:3"], "0", "random", 20, [])
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    proposals = []
+    for _ in range(20):
+        trial = study.ask()
+        proposals.append(_suggest(trial, spec))
+        study.tell(trial, 0.5)
+    assert all(0.01 <= p["lr"] <= 0.5 and isinstance(p["lr"], float) for p in proposals)
+    assert {p["epochs"] for p in proposals} <= {1, 2, 3} and all(isinstance(p["epochs"], int) for p in proposals)
+    assert {p["optimizer"] for p in proposals} == {"sgd", "adam"}
+    assert len({p["lr"] for p in proposals}) == 20  # a range, not a few grid values
+    assert flag_args(proposals[0])[:2] == ["--optimizer", proposals[0]["optimizer"]]

@@ -139,7 +139,7 @@ def _status(run_dir: Path, config: dict, history: list[dict], now: float) -> str
     dry_run = bool(config.get("train", {}).get("dry_run", False))
     if history and (done >= planned or dry_run):  # the last row is written after the final evaluation
         return "finished"
-    files = [run_dir / n for n in ("config.json", "metrics.csv", "last.pt")]
+    files = [run_dir / n for n in ("config.json", "metrics.csv", "steps.csv", "last.pt")]  # steps.csv: --log-every
     newest = max(f.stat().st_mtime for f in files if f.exists())
     per_epoch = max((h.get("train_time") or 0) + (h.get("eval_time") or 0) for h in history) if history else 0.0
     if now - newest < max(RUNNING_MIN_SECONDS, RUNNING_EPOCHS * per_epoch):
