@@ -1,7 +1,10 @@
 """digitlab: handwritten-digit and small-image recognition with PyTorch."""
 
-__version__ = "0.1.0"
+from importlib.metadata import version
 
 from digitlab.errors import DigitlabError
+
+# One version string, pyproject.toml's, as the installed package's metadata reports it.
+__version__ = version("digitlab")
 
 __all__ = ["DigitlabError", "__version__"]

@@ -6,54 +6,114 @@ The CLI maps these fields to kebab-case flags; the resolved config is written as
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
+from typing import Any
 
 from digitlab.errors import DigitlabError
 
 
+def option(default: Any, help: str, *, flag: str | None = None, default_text: str | None = None) -> Any:
+    """A config field that is also a command-line flag: its help, and its flag where the kebab-case
+    name is not it (``--grayscale/--rgb``); ``default_text`` describes a default that is not a value.
+
+    The CLI builds ``digitlab train``'s options from these, so a new option is one line here.
+    """
+    return field(default=default, metadata={"help": help, "flag": flag, "default_text": default_text})
+
+
+def flag_help(f: Field) -> str:
+    """A field's help with its default, in pytorch/examples' style: "Batch size (default: 128)."."""
+    text = f.metadata.get("default_text")
+    if text is None and f.default is not MISSING and f.default is not None:
+        text = ("on" if f.default else "off") if isinstance(f.default, bool) else str(f.default)
+    help = f.metadata.get("help", "").rstrip(".")
+    return f"{help} (default: {text})." if text else f"{help}."
+
+
 @dataclass
 class DataConfig:
-    dataset: str = "mnist"  # mnist, fashion-mnist, cifar10, digits, or a path to an image folder
-    data_dir: str | None = None  # None: $DIGITLAB_DATA, then the user cache directory
-    download: bool = True  # fetch missing files from the official mirrors
-    val_fraction: float = 0.0  # >0 holds out this part of train for evaluation instead of the test set
-    augment: str = "auto"  # auto (dataset's default), none, shift, crop-flip, robust (handwriting)
-    grayscale: bool | None = None  # image folders: None keeps what the images are
-    image_size: int | None = None  # image folders: resize to this square size (None: 28 for gray, 32 for RGB)
-    limit_train: int | None = None  # use only the first N training images (quick experiments)
-    limit_test: int | None = None
+    dataset: str = option("mnist", "mnist, fashion-mnist, cifar10, digits, or a path to an image folder")
+    data_dir: str | None = option(
+        None, "Folder with the data files", default_text="$DIGITLAB_DATA, then the user cache directory"
+    )
+    download: bool = option(True, "Fetch missing files from the official mirrors", flag="--download/--no-download")
+    # >0 holds out this part of train for evaluation instead of the test set (for tuning without peeking)
+    val_fraction: float = option(0.0, "Hold out this fraction of train for evaluation instead of the test set")
+    augment: str = option(
+        "auto",
+        "auto, none, shift, crop-flip, robust (handwriting)",
+        default_text="auto: shift for digits, crop-flip for CIFAR-10",
+    )
+    grayscale: bool | None = option(
+        None, "Image folders: force gray or RGB", flag="--grayscale/--rgb", default_text="as the images are"
+    )
+    image_size: int | None = option(
+        None, "Image folders: resize to this square size", default_text="28 for gray, 32 for RGB"
+    )
+    limit_train: int | None = option(None, "Use only the first N training images (quick experiments)")
+    limit_test: int | None = option(None, "Use only the first N test images")
+    # The seed tutorials differ: 001, 003 and 004 fed raw pixels, 002's CIFAR Net normalised with 0.5/0.5
+    normalize: str = option(
+        "dataset", "Input normalisation: dataset (its mean/std), 0.5 (mean 0.5, std 0.5) or none (pixels / 255)"
+    )
 
 
 @dataclass
 class ModelConfig:
-    model: str = "fast"  # registry name; `digitlab models` lists them
-    width: int | None = None  # width knob where the model has one (mlp hidden, fast channels)
+    model: str = option("fast", "Model name (`digitlab models` lists them), or package.module:ClassName for your own")
+    width: int | None = option(
+        None, "Width knob where the model has one (mlp hidden units, fast channels)", default_text="the model's"
+    )
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 2  # fast (width 16) reaches 99.2-99.3% in 2 epochs with TTA (~8 s on 2 CPU cores; BENCHMARKS.md)
-    batch_size: int = 128  # large enough to keep the CPU busy, small enough for ~470 steps per epoch
-    lr: float = 0.2  # peak of the one-cycle schedule; BatchNorm nets take it with Nesterov SGD
-    optimizer: str = "sgd"  # sgd, adam, adamw, adadelta
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    schedule: str = "onecycle"  # none, step, cosine, onecycle
-    gamma: float = 0.7  # step schedule: multiply lr by gamma every epoch (seed 000)
-    warmup: float = 0.2  # onecycle: fraction of steps spent warming up
-    label_smoothing: float = 0.1
-    ema: bool = False  # keep an exponential moving average of weights (used by --preset best)
-    tta: bool = True  # the final evaluation averages augmented views (shifts; flips after crop-flip training)
-    seed: int = 0
-    device: str = "auto"  # auto: cuda, then mps, then cpu
-    precision: str = "auto"  # auto, fp32, bf16, fp16; auto: bf16 where the CPU/GPU has it in hardware, else fp32
-    compile: bool = False  # torch.compile the model
-    compile_step: bool = False  # torch.compile the optimizer step (the seed presets' Adadelta: many small ops)
-    channels_last: bool = True
-    dry_run: bool = False  # a few batches of one epoch, to check that everything runs
-    eval_every: int = 1  # evaluate every N epochs (the last one always)
-    threads: int | None = None  # CPU threads; None leaves torch's default
+    # fast (width 16) reaches 99.2-99.3% in 2 epochs with TTA (BENCHMARKS.md)
+    epochs: int = option(2, "Epochs to train")
+    # large enough to keep the CPU busy, small enough for ~470 steps per epoch on MNIST
+    batch_size: int = option(128, "Training batch size")
+    # BatchNorm nets take a high peak with Nesterov SGD
+    lr: float = option(0.2, "Learning rate (the peak of the one-cycle schedule)")
+    optimizer: str = option("sgd", "sgd, adam, adamw, adadelta")
+    momentum: float = option(0.9, "SGD momentum")
+    nesterov: bool = option(True, "Nesterov momentum for SGD", flag="--nesterov/--no-nesterov")
+    weight_decay: float = option(5e-4, "L2 weight decay")
+    schedule: str = option("onecycle", "Learning-rate schedule: none, step, cosine, onecycle")
+    gamma: float = option(0.7, "Step schedule: multiply the learning rate by this every epoch (seed 000)")
+    warmup: float = option(0.2, "Onecycle: fraction of the steps spent warming up")
+    label_smoothing: float = option(0.1, "Label smoothing of the cross-entropy loss")
+    ema: bool = option(False, "Evaluate and save an exponential moving average of the weights", flag="--ema/--no-ema")
+    tta: bool = option(
+        True,
+        "Test-time augmentation at the final evaluation (shifts; flips after crop-flip training)",
+        flag="--tta/--no-tta",
+    )
+    seed: int = option(0, "Random seed (weights, batch order, augmentation)")
+    device: str = option("auto", "auto, cpu, cuda, cuda:N, mps", default_text="auto: cuda, then mps, then cpu")
+    precision: str = option(
+        "auto", "auto, fp32, bf16, fp16", default_text="auto: bf16 where the CPU/GPU has it in hardware, else fp32"
+    )
+    compile: bool = option(
+        False,
+        "torch.compile the model (compiled before the training clock; time reported apart)",
+        flag="--compile/--no-compile",
+    )
+    # the seed presets' Adadelta is many small ops, which compiling fuses
+    compile_step: bool = option(
+        False, "torch.compile the optimizer step (on in the seed presets)", flag="--compile-step/--no-compile-step"
+    )
+    channels_last: bool = option(
+        True, "NHWC memory layout (faster convolutions on CPU)", flag="--channels-last/--no-channels-last"
+    )
+    dry_run: bool = option(False, "A few batches of one epoch, to check that everything runs", flag="--dry-run")
+    eval_every: int = option(1, "Evaluate every N epochs (the last one always)")
+    threads: int | None = option(None, "CPU threads for torch", default_text="torch's default")
+    log_every: int = option(0, "Print a step line (loss, lr, images/s) and write steps.csv every N steps; 0: off")
+    tensorboard: bool = option(
+        False,
+        "Also write the step and epoch scalars for TensorBoard (needs the tensorboard package)",
+        flag="--tensorboard/--no-tensorboard",
+    )
 
 
 @dataclass
@@ -61,8 +121,9 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    name: str | None = None  # run directory name under runs_dir; None: a timestamp
-    runs_dir: str = "runs"
+    name: str | None = option(None, "Run directory name under --runs-dir", default_text="a timestamp")
+    runs_dir: str = option("runs", "Parent folder of run directories")
+    # set by --preset (its own option: it chooses defaults rather than being one)
     preset: str | None = None
 
     def to_dict(self) -> dict:
@@ -94,6 +155,7 @@ _RANGES = [
     ("train", "label_smoothing", 0, 1, True),
     ("train", "eval_every", 1, None, True),
     ("train", "threads", 1, None, True),
+    ("train", "log_every", 0, None, True),
     ("model", "width", 1, None, True),
     ("data", "val_fraction", 0, 1, True),
     ("data", "limit_train", 1, None, True),

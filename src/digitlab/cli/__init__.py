@@ -1,11 +1,15 @@
-"""The `digitlab` command line. Each subcommand lives in its own module of this package."""
+"""The `digitlab` command line. Each subcommand lives in its own module of this package.
+
+Start-up imports only Typer and the command modules; each command imports torch and the rest of
+the package when it runs, so `digitlab --help` and usage errors answer without loading torch.
+"""
 
 from __future__ import annotations
 
-from rich.console import Console
+import click
 
 # Explicit imports: each module registers its commands on `app`.
-from digitlab.cli import (  # noqa: E402,F401
+from digitlab.cli import (  # noqa: F401
     bench,
     data,
     eval,
@@ -24,30 +28,19 @@ from digitlab.errors import DigitlabError
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the CLI, turning DigitlabError into a one-line message and exit code 2.
-
-    Click's exceptions are recognised by class name: typer 0.29 stopped using the ``click``
-    package and raises its own copies (``typer._click``), which ``click``'s classes do not match.
-    """
+    """Entry point: run the CLI, turning DigitlabError into a one-line message and exit code 2."""
     try:
         rc = app(args=argv, prog_name="digitlab", standalone_mode=False)
         # With standalone_mode=False, click returns typer.Exit's code instead of raising it.
         return rc if isinstance(rc, int) else 0
     except DigitlabError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        click.echo(f"error: {exc}", err=True)
         return 2
-    except KeyboardInterrupt:
-        Console(stderr=True).print("interrupted")
-        return 130
-    except SystemExit as exc:  # typer.Exit inside commands
+    except click.ClickException as exc:  # usage errors: "Usage: ...", "Try 'digitlab train --help'", "Error: ..."
+        exc.show()
+        return exc.exit_code
+    except SystemExit as exc:  # a command's own exit status (predict: 1 when a file failed)
         return int(exc.code or 0)
-    except Exception as exc:  # usage errors (bad option, missing argument), Exit and Abort
-        kinds = {cls.__name__ for cls in type(exc).__mro__}
-        if "ClickException" in kinds:
-            exc.show()  # "Usage: ...", "Try 'digitlab train --help'", "Error: No such option: --x"
-            return exc.exit_code
-        if "Exit" in kinds:
-            return int(getattr(exc, "exit_code", 0) or 0)
-        if "Abort" in kinds:
-            return 130
-        raise
+    except (KeyboardInterrupt, click.Abort):
+        click.echo("interrupted", err=True)
+        return 130

@@ -11,7 +11,6 @@ from rich.table import Table
 
 from digitlab.cli.app import app
 from digitlab.errors import DigitlabError, unknown_name
-from digitlab.models import create_model, list_models
 
 # Input shapes for `summary --dataset`, so the summary needs no dataset files: (channels, size).
 DATASET_SHAPES = {"mnist": (1, 28), "fashion-mnist": (1, 28), "cifar10": (3, 32), "digits": (1, 8)}
@@ -29,7 +28,12 @@ def count_params(model) -> int:
 
 @app.command("models")
 def models_cmd() -> None:
-    """List the registered models with their parameter counts at their natural input size."""
+    """List the registered models and their sizes.
+
+    Parameter counts are at each model's natural input size (28x28 gray, or 32x32 RGB for CIFAR models).
+    """
+    from digitlab.models import list_models  # torch: imported when a command runs, not for --help
+
     table = Table(title="digitlab models")
     table.add_column("name", style="bold cyan")
     table.add_column("description")
@@ -63,6 +67,8 @@ def summary_cmd(
 ) -> None:
     """Print a model's layers with output shapes, parameters and mult-adds (torchinfo)."""
     from torchinfo import summary  # only this command needs it
+
+    from digitlab.models import create_model
 
     if dataset not in DATASET_SHAPES:
         raise unknown_name("dataset", dataset, list(DATASET_SHAPES))
