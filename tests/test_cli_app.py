@@ -100,3 +100,11 @@ def test_start_up_does_not_import_torch(argv):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.stderr.strip().splitlines()[-1].startswith("NO-TORCH"), proc.stderr
+
+
+@pytest.mark.parametrize("name", ["data", "models", "summary", "train", "eval", "predict", "serve", "export", "bench"])
+def test_command_list_lines_are_whole_sentences(name, capsys):
+    """Click cuts a long first sentence to "..." in the command list; each command's first line is short."""
+    out = _help(capsys)
+    line = next(line for line in out.splitlines() if line.split()[:1] == [name])
+    assert not line.endswith("..."), line

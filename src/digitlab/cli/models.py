@@ -65,7 +65,10 @@ def summary_cmd(
         "digitlab runs the same function faster (as_the_seed_wrote_it)",
     ),
 ) -> None:
-    """Print a model's layers with output shapes, parameters and mult-adds (torchinfo)."""
+    """A model's layers: output shapes, parameters, mult-adds.
+
+    Computed by torchinfo on one image of the dataset's shape; no data files are needed.
+    """
     from torchinfo import summary  # only this command needs it
 
     from digitlab.models import create_model

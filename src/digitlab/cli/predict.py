@@ -156,7 +156,11 @@ def predict(
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Digits per model call."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N, mps."),
 ) -> None:
-    """Read handwritten digits (or classify images) in files, folders and globs."""
+    """Read digits (or classify images) in image files.
+
+    Files, folders (searched recursively) and glob patterns; numbers of several digits are read
+    digit by digit unless --single.
+    """
     from digitlab.inference.predictor import Predictor
 
     predictor = Predictor.load(model, device=device)

@@ -41,16 +41,17 @@ SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "run
 @with_config_flags(*SECTIONS.values())
 def train(
     preset: str | None = typer.Option(
-        None, help="A named recipe: fast (default), best, seed000, ... (`digitlab train --list-presets`)."
+        None, help="A named recipe: fast (default), best, seed000, ...; see --list-presets."
     ),
     list_presets: bool = typer.Option(False, "--list-presets", help="Print the presets and exit."),
     resume: str | None = typer.Option(None, help="Continue an interrupted run: its directory or last.pt."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or per-epoch lines."),
     **flags: Any,
 ) -> None:
-    """Train a model; with no options, the fast default model on MNIST.
+    """Train a model (default: the fast model on MNIST).
 
-    Defaults come from the preset (or the dataset's own, for digits), then the flags given.
+    Values come from the preset (or the dataset's own defaults, for digits), then from the flags
+    given; the defaults shown are those without a preset.
     """
     from digitlab.engine.train import train as run_training
 
