@@ -50,6 +50,9 @@ STATS = {  # published per-channel mean/std of the training images, [0, 1] scale
 # inflated, so a small crafted .gz cannot expand into gigabytes; 4x leaves room for
 # larger IDX sets of the same kind while bounding memory well under 500 MB.
 MAX_IDX_BYTES = 4 * 47_040_016
+# Deflate inflates at most 1032-fold: a .gz of n bytes cannot hold more than this times n, so
+# a small file declaring a large array is truncated before anything is allocated for it.
+MAX_DEFLATE_RATIO = 1032
 # Datasets store labels as 1 dimension and images as 3 (N, H, W); 4 allows a channel axis.
 MAX_IDX_DIMS = 4
 _READ_CHUNK = 1 << 20
@@ -107,8 +110,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     try:
         with raw:
             f, compressed = _stream(raw, path)
+            size = os.fstat(raw.fileno()).st_size
             with f:
-                return _read_idx(f, path)
+                return _read_idx(f, path, size * MAX_DEFLATE_RATIO if compressed else size)
     except EOFError as exc:
         raise DigitlabError(f"{path} is truncated: the gzip stream ends early (re-download it)") from exc
     except (OSError, zlib.error) as exc:
@@ -116,7 +120,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise DigitlabError(f"{path} is {what} ({getattr(exc, 'strerror', None) or exc}); re-download it") from exc
 
 
-def _read_idx(f: BinaryIO, path: Path) -> np.ndarray:
+def _read_idx(f: BinaryIO, path: Path, at_most: int) -> np.ndarray:
+    """The array after the header; ``at_most`` bounds what the file can hold (file size, or its inflated bound)."""
     dtype, dims = _header(f, path)
     shape = "x".join(map(str, dims))
     if 0 in dims:
@@ -126,6 +131,10 @@ def _read_idx(f: BinaryIO, path: Path) -> np.ndarray:
         raise DigitlabError(
             f"{path}: IDX header declares {shape} values ({expected:,} bytes), over the {MAX_IDX_BYTES:,}-byte "
             "limit for a dataset file"
+        )
+    if 4 + 4 * len(dims) + expected > at_most:  # checked before allocating: a 20-byte file cannot ask for 100 MB
+        raise DigitlabError(
+            f"{path} is truncated: header says {shape} values ({expected} bytes), more than the file can hold"
         )
     arr = np.empty(math.prod(dims), dtype=dtype)
     view = memoryview(arr).cast("B")
