@@ -129,10 +129,7 @@ class Table:
 
     def records(self) -> list[dict]:
         """Rows as JSON-ready dicts: a Spread becomes ``{"mean", "std", "n", "min", "max"}``, paths strings."""
-        return [
-            {c: (r.get(c).to_dict() if isinstance(r.get(c), Spread) else _jsonable(r.get(c))) for c in self.columns}
-            for r in self.rows
-        ]
+        return [{c: _jsonable(r.get(c)) for c in self.columns} for r in self.rows]
 
     def to_json(self, path: str | Path | None = None) -> str:
         text = json.dumps({"title": self.title, "rows": self.records()}, indent=2) + "\n"
@@ -165,6 +162,8 @@ class Table:
 
 
 def _jsonable(v: object) -> object:
+    if isinstance(v, Spread):
+        return v.to_dict()
     if isinstance(v, Path):
         return str(v)
     if isinstance(v, float) and math.isnan(v):

@@ -228,10 +228,10 @@ class _Runner:
     def run(self, params: dict, seed: int) -> float:
         name = run_name(params, seed)
         run_dir = self.folder / name
-        if (run_dir / "config.json").exists() and read_run(run_dir).status == "finished":
-            acc = read_run(run_dir).final_acc
-            self.log(f"{name}: already finished ({acc:.2%})")
-            return float(acc)  # type: ignore[arg-type]
+        before = read_run(run_dir) if (run_dir / "config.json").exists() else None
+        if before is not None and before.status == "finished" and before.final_acc is not None:
+            self.log(f"{name}: already finished ({before.final_acc:.2%})")
+            return float(before.final_acc)
         if (run_dir / "last.pt").exists():  # stopped half-way by an earlier, interrupted sweep
             args = ["--resume", str(run_dir)]
         else:
@@ -257,7 +257,7 @@ class _Runner:
         if rc != 0 or run is None or run.final_acc is None:
             line = f"{name}: exit status {rc}, see {log_path}"
             self.failures.append(line)
-            self.log(f"[red]{line}[/]")
+            self.log(line)
             raise TrialFailed(line)
         self.log(f"{name}: {run.final_acc:.2%} in {run.seconds or 0:.1f}s")
         return float(run.final_acc)
@@ -316,9 +316,9 @@ def _optimize(study, spec: SweepSpec, runner: _Runner, n_trials: int, jobs: int)
     Optuna is asked and told from this thread only (its SQLite storage hands one waiting trial to two
     threads that ask at once); the runs wait on their processes in a pool of ``jobs`` threads.
     """
-    from optuna.trial import TrialState
+    from optuna.trial import Trial, TrialState
 
-    open_trials: dict[int, tuple[object, list[Future]]] = {}  # trial number -> (trial, its runs)
+    open_trials: dict[int, tuple[Trial, list[Future]]] = {}  # trial number -> (trial, its runs)
     asked = 0
     with ThreadPoolExecutor(jobs) as pool:
         try:
