@@ -77,3 +77,48 @@ def test_image_grid_edge_cases(tmp_path):
     assert_png(none, (50, 50))
     with pytest.raises(ValueError):
         save_image_grid(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), ["only one"], tmp_path / "bad.png")
+
+
+def test_plots_return_figures_and_save_only_when_given_a_path(tmp_path):
+    from matplotlib.figure import Figure
+
+    from digitlab.evaluate.grid import image_grid
+    from digitlab.evaluate.plots import plot_compare
+
+    figures = [
+        plot_confusion([[5, 1], [0, 3]], ["a", "b"]),
+        plot_bars({"mlp": {"normal": 0.9}}),
+        plot_compare({"run": history()}),
+        image_grid(torch.zeros(3, 1, 8, 8, dtype=torch.uint8), ["a", "b", "c"]),
+    ]
+    assert all(isinstance(f, Figure) and f.axes for f in figures)
+    assert list(tmp_path.iterdir()) == []  # nothing written without a path
+    fig = image_grid(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), ["a", "b"], tmp_path / "sub" / "g.png")
+    assert isinstance(fig, Figure)
+    assert_png(tmp_path / "sub" / "g.png", (50, 50))
+
+
+def test_plot_bars_error_bars_and_a_long_title(tmp_path):
+    table = {"mlp": {"normal": 0.91, "permuted": 0.90}, "cnn-small": {"normal": 0.97, "permuted": 0.89}}
+    errors = {"mlp": {"normal": 0.01, "permuted": 0.02}, "cnn-small": {"normal": 0.005, "permuted": 0.03}}
+    title = "mnist: fully-connected vs CNN on normal and shuffled pixels (mean ± std over 3 seeds)"
+    fig = plot_bars(table, tmp_path / "bars.png", title=title, errors=errors)
+    ax = fig.axes[0]
+    assert len(ax.get_title().splitlines()) >= 2  # wrapped to the figure's width, not clipped at its edge
+    fig.canvas.draw()
+    title_box = ax.title.get_window_extent()
+    assert title_box.x0 >= 0 and title_box.x1 <= fig.bbox.width
+    labels = [t.get_text() for t in ax.texts]
+    assert "0.970\n±0.005" in labels and "0.890\n±0.030" in labels
+    assert_png(tmp_path / "bars.png")
+
+
+def test_plot_compare_overlays_runs(tmp_path):
+    from digitlab.evaluate.plots import plot_compare
+
+    fig = plot_compare({"a": history(3), "b": history(5, with_gaps=True)}, tmp_path / "compare.png")
+    loss, acc = fig.axes
+    assert len(loss.lines) == 4 and len(acc.lines) == 2  # train and test loss per run; test accuracy per run
+    assert [t.get_text() for t in acc.get_legend().get_texts()] == ["a", "b"]
+    assert list(acc.lines[1].get_xdata()) == [2, 4]  # epochs without a test evaluation are skipped
+    assert_png(tmp_path / "compare.png", (800, 300))
