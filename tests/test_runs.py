@@ -121,6 +121,7 @@ def test_runs_table_text_and_html(tmp_path):
     assert "95.00%" in text and "2/2" in text and "finished" in text
     html = table._repr_html_()
     assert html.startswith("<table>") and "<td>a&lt;b</td>" in html  # names are escaped
+    assert runs[0]._repr_html_() == html  # one run shows as its own row
 
 
 def test_cli_runs(tmp_path, capsys):

@@ -74,6 +74,9 @@ class RunInfo:
         """Training time: the clock of the last finished epoch (data loading and compiling excluded)."""
         return _last(self.history, "elapsed")
 
+    def _repr_html_(self) -> str:  # a notebook shows a run as its one-row `digitlab runs` table
+        return runs_table([self])._repr_html_()
+
     def row(self) -> dict:
         """The fields `digitlab runs` shows, as plain values (for CSV/JSON and tables)."""
         return {
