@@ -13,6 +13,7 @@ import torch
 from PIL import Image, ImageDraw
 from scipy import ndimage as ndi
 
+from digitlab.inference import lighting as L
 from digitlab.inference import preprocess as P
 
 MEAN, STD = (0.1307,), (0.3081,)
@@ -22,8 +23,8 @@ def draw_seven(size=(300, 300), box=(100, 60, 200, 240), width=14, ink=0, paper=
     """A '7': a top bar and a slanted stem, drawn in ``box``."""
     img = Image.new(mode, size, paper)
     d = ImageDraw.Draw(img)
-    l, t, r, b = box
-    d.line([(l, t), (r, t), (l + (r - l) // 3, b)], fill=ink, width=width, joint="curve")
+    x0, t, r, b = box
+    d.line([(x0, t), (r, t), (x0 + (r - x0) // 3, b)], fill=ink, width=width, joint="curve")
     return img
 
 
@@ -180,8 +181,8 @@ def test_plain_drawing_is_mnist_like():
 
 def test_box_is_in_original_coordinates():
     d = one(draw_seven(size=(1600, 900), box=(1000, 200, 1300, 700), width=40))
-    l, t, r, b = d.box
-    assert abs(l - 980) < 30 and abs(t - 180) < 30 and abs(r - 1320) < 30 and abs(b - 720) < 40
+    x0, t, r, b = d.box
+    assert abs(x0 - 980) < 30 and abs(t - 180) < 30 and abs(r - 1320) < 30 and abs(b - 720) < 40
 
 
 def test_inverted_gives_the_same_digit():
@@ -337,7 +338,7 @@ def _reference_pad_odd(a, pad):
 
 def _reference_blur_small(a, sigma, truncate):
     padded, pad = _reference_pad_odd(a, int(3 * sigma))
-    return P._unpad(ndi.gaussian_filter(padded, sigma, truncate=truncate), pad)
+    return L._unpad(ndi.gaussian_filter(padded, sigma, truncate=truncate), pad)
 
 
 def _reference_stroke_width(mask):
@@ -347,14 +348,21 @@ def _reference_stroke_width(mask):
 
 def _use_reference_steps(monkeypatch):
     """Put back the straightforward scipy/numpy versions of every step made faster for the web."""
+    from digitlab.inference import framing as F
+    from digitlab.inference import gray as G
     from digitlab.inference import segment as S
 
-    monkeypatch.setattr(P, "_alpha_composite", _reference_alpha_composite)
-    monkeypatch.setattr(P, "_pad_odd", _reference_pad_odd)
-    monkeypatch.setattr(P, "_blur_small", _reference_blur_small)
+    def grow(mask, r):
+        return ndi.maximum_filter(mask, size=2 * r + 1)
+
+    monkeypatch.setattr(G, "_alpha_composite", _reference_alpha_composite)
+    monkeypatch.setattr(L, "_pad_odd", _reference_pad_odd)
+    monkeypatch.setattr(L, "_blur_small", _reference_blur_small)
     monkeypatch.setattr(P, "_ink_window", lambda ink, sigma: (ink, 0, 0))  # the whole image, not the crop
-    monkeypatch.setattr(P, "_grow", lambda mask, r: ndi.maximum_filter(mask, size=2 * r + 1))
-    monkeypatch.setattr(P, "_stroke_width", _reference_stroke_width)
+    for module in (L, P):  # each module's own reference to the helper
+        monkeypatch.setattr(module, "_grow", grow)
+    for module in (L, F):
+        monkeypatch.setattr(module, "_stroke_width", _reference_stroke_width)
     monkeypatch.setattr(S, "components", _reference_components)
 
 
@@ -399,9 +407,9 @@ def test_faster_steps_give_the_same_outputs(mnist_dir, monkeypatch):
     _use_reference_steps(monkeypatch)
     reference = run(images)
     found = 0
-    for i, ((light_f, digits_f), (light_r, digits_r)) in enumerate(zip(fast, reference)):
+    for i, ((light_f, digits_f), (light_r, digits_r)) in enumerate(zip(fast, reference, strict=True)):
         assert light_f == light_r and len(digits_f) == len(digits_r), i
-        for (img_f, box_f), (img_r, box_r) in zip(digits_f, digits_r):
+        for (img_f, box_f), (img_r, box_r) in zip(digits_f, digits_r, strict=True):
             assert box_f == box_r, i
             assert np.abs(img_f.astype(int) - img_r.astype(int)).max() <= 1, i
             found += 1
@@ -420,3 +428,59 @@ def test_soft_threshold_of_a_crop_counts_the_zeros_left_out():
     assert np.array_equal(soft_c, soft[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
     assert np.array_equal(mask_c, mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
     assert soft[: rows[0]].max() == 0 and mask.sum() == mask_c.sum()
+
+
+# ---- framing: the same digit however it is framed (tight or with margin, any polarity, any size) -------
+
+
+def bold_eight(side: int = 32, ink: int = 255, paper: int = 0) -> Image.Image:
+    """A thick '8' cropped tight, its loops touching the top and bottom edges (optdigits' way)."""
+    img = Image.new("L", (side, side), paper)
+    d = ImageDraw.Draw(img)
+    s, w = side / 32, max(2, round(side / 32 * 6))
+    d.ellipse((7 * s, 0, 25 * s, 15 * s), outline=ink, width=w)
+    d.ellipse((5 * s, 13 * s, 27 * s, 31.5 * s), outline=ink, width=w)
+    return img
+
+
+def framings(img: Image.Image) -> dict[str, Image.Image]:
+    """One white-on-black tight digit as a user could hand it over: as it is, on paper with a margin, scaled."""
+    a = np.asarray(img)
+    side = a.shape[0]
+    paper = np.pad(255 - a, side // 2, constant_values=255)
+    return {
+        "tight": img,
+        "paper": Image.fromarray(paper).resize((paper.shape[1] * 2, paper.shape[0] * 2), Image.Resampling.BILINEAR),
+        "up": img.resize((side * 8, side * 8), Image.Resampling.BICUBIC),
+        "down": img.resize((16, 16), Image.Resampling.BOX),
+    }
+
+
+def test_bold_ink_filling_a_tight_frame_is_ink():
+    """The paper of a tight bold digit must not become the ink (an 8 read as a 0 with the paper as strokes)."""
+    for img in (bold_eight(), bold_eight(16)):
+        g = P.to_grayscale(img)
+        assert (g > 0.5).mean() > 0.3 and (g[0] > 0.5).any() and (g[-1] > 0.5).any()  # bold, touching the frame
+        assert not P.has_light_background(g)
+        assert P.has_light_background(1.0 - g)
+
+
+@pytest.mark.parametrize("side", [16, 20, 28])
+def test_tiny_tight_digits_are_one_digit(side):
+    """16-28 px crops (USPS is 16x16) read as exactly one digit: no 'no digit', no split in two."""
+    for img in (bold_eight(side), framings(draw_zero(ink=255, paper=0).crop((90, 50, 210, 250)))["down"]):
+        img = img.resize((side, side), Image.Resampling.BOX)
+        out = P.preprocess_digits(img, mean=MEAN, std=STD)
+        assert len(out.digits) == 1 and not out.light_background, (side, out.boxes)
+        assert_mnist_like(out.digits[0].image)
+
+
+def test_the_same_digit_in_every_framing_gives_the_same_input():
+    """Tight white-on-black, dark-on-white with a margin, scaled up and down: model inputs agree (up to the
+    pixel of centring that rounding moves, which a blur as wide as a stroke forgives)."""
+    for digit in (bold_eight(), draw_seven(ink=255, paper=0).crop((85, 45, 215, 255)).resize((32, 32))):
+        images = {k: ndi.gaussian_filter(one(img).image.astype(np.float32), 1.5) for k, img in framings(digit).items()}
+        ref = images.pop("tight")
+        for name, a in images.items():
+            corr = np.corrcoef(ref.ravel(), a.ravel())[0, 1]
+            assert corr > 0.85, (name, corr)  # a swapped ink and paper, or a split, is far below

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -46,17 +47,47 @@ def eval_cmd(
     ),
     device: str = typer.Option("auto"),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+    presentation: str | None = typer.Option(
+        None,
+        help="Read each image as `digitlab predict` does, shown as raw (the stored image: white on black, tight) "
+        "or paper (dark on white, 2x, with a margin). Default: raw for a dataset of another shape than the "
+        "checkpoint's (usps, optdigits) and the files of an image folder; the plain tensor path otherwise.",
+    ),
+    split: str = typer.Option("test", help="The split to evaluate: test, or train (usps keeps only train here)."),
 ) -> None:
     """Accuracy, precision/recall/F1, classification report, confusion matrix and worst errors."""
     from digitlab.engine.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
     from digitlab.engine.device import resolve_device
     from digitlab.engine.train import evaluate, trained_with_tta
     from digitlab.evaluate.calibration import calibration_summary
+    from digitlab.evaluate.reading import evaluate_as_read, reading_dir, reading_source
     from digitlab.evaluate.report import format_report, write_report
 
     path = resolve_checkpoint_path(checkpoint)
     ckpt = load_checkpoint(path)
+    source = reading_source(ckpt, dataset, data_dir, presentation, split)
+    if source is not None:  # the predict path: each image through digitlab.inference.preprocess
+        from digitlab.inference.predictor import Predictor
+
+        predictor = Predictor(model_from_checkpoint(ckpt, resolve_device(device)), ckpt, resolve_device(device))
+        shown = None if source.paths is not None else presentation or "raw"
+        out_dir = Path(out) if out else reading_dir(path, source.name, shown)
+        meta = {"checkpoint": str(path), "epoch": ckpt.get("epoch"), "tta": False, "loss": None, "calibration": None}
+        metrics = evaluate_as_read(predictor, source, presentation, out_dir, meta)
+        if as_json:
+            print(json.dumps(metrics, indent=2, default=str))
+            return
+        console.print(format_report(metrics), highlight=False)
+        console.print(
+            f"read as digitlab predict ({metrics['presentation']}): {metrics['no_digit']} read as no digit, "
+            f"{metrics['several_digits']} as several (column ?); wrote confusion.png, errors.png, report.txt, "
+            f"eval.json to {out_dir}",
+            highlight=False,
+        )
+        return
     data = checkpoint_data(ckpt, dataset, data_dir)
+    if split == "train":
+        data = replace(data, test_x=data.train_x, test_y=data.train_y)
     name = dataset or ckpt.get("dataset", "mnist")
     dev = resolve_device(device)
     model = model_from_checkpoint(ckpt, dev)

@@ -9,7 +9,6 @@ too large) become a ``Prediction`` with ``status="error"``, never an exception.
 from __future__ import annotations
 
 import base64
-import copy
 import io
 import math
 import time
@@ -23,8 +22,11 @@ from PIL import Image
 
 from digitlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from digitlab.engine.integrity import check_temperature
+from digitlab.engine.slim import INFERENCE_KEYS, slim_checkpoint
 from digitlab.errors import DigitlabError
+from digitlab.inference.fold import _channels_last, fold_batchnorm
 from digitlab.inference.image import load_image
+from digitlab.inference.numbers import JOIN_COST, SPLIT_COST, _best_reading, _Prepared
 from digitlab.inference.onnx import OnnxModel, is_onnx_path, load_onnx
 from digitlab.inference.preprocess import generic_image, normalize, preprocess_digits
 
@@ -32,10 +34,6 @@ UNCERTAIN_BELOW = 0.6  # a top probability under this is flagged as uncertain ..
 CALIBRATED_UNCERTAIN_BELOW = 0.95  # ... or under this, for a calibrated checkpoint (`digitlab export`):
 # label smoothing caps an uncalibrated model near 0.91, so 0.6 there and 0.95 calibrated flag about
 # the same handwriting misreads (BENCHMARKS.md)
-SPLIT_COST = 0.3  # log-probability a cut of one segment into two digits must gain to be taken
-# (label smoothing 0.1 caps a confident digit near 0.9: two confident halves never beat a confident
-# whole by this much, while a misread whole at 0.5 against two halves at 0.9 does)
-JOIN_COST = 1.0  # ... and a join of two neighbours into one digit
 DEFAULT_MODEL = "default.pt"  # the shipped model, in digitlab/assets/
 DIGIT_CLASSES = [str(i) for i in range(10)]
 
@@ -109,163 +107,12 @@ def default_model_path(must_exist: bool = True) -> Path:
     return Path(str(ref))  # the package is installed as files (setuptools, editable or not)
 
 
-INFERENCE_KEYS = (
-    "model_name",
-    "model_args",
-    "state_dict",
-    "dataset",
-    "task",
-    "classes",
-    "channels",
-    "image_size",
-    "mean",
-    "std",
-    "config",
-    "epoch",
-    "metrics",
-    "temperature",
-)
-
-
-def slim_checkpoint(ckpt: dict, half: bool = True) -> dict:
-    """What inference needs from a checkpoint (no optimizer, scheduler, RNG or history).
-
-    ``half`` stores floating-point weights as float16, halving the file; loading copies them
-    back into the float32 model (the change in accuracy is far below run-to-run noise).
-    """
-    slim = {k: ckpt[k] for k in INFERENCE_KEYS if k in ckpt}
-    if half:
-        slim["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
-    return slim
-
-
 def _source_name(image) -> str:
     if isinstance(image, (str, Path)):
         return str(image)
     if isinstance(image, (bytes, bytearray)):
         return "<bytes>"
     return "<image>"
-
-
-@dataclass
-class _Prepared:
-    """One image after preprocessing, before the model: the model input and where it came from."""
-
-    source: str
-    x: torch.Tensor  # (N, C, H, W): the digits, then the halves of wide ones; N = 0 for a blank image
-    images: list[np.ndarray]  # one per row of x
-    boxes: list[tuple[int, int, int, int] | None]
-    ms: float
-    n_main: int = 0  # rows of x that are the digits as segmented
-    halves: dict[int, list[int]] = field(default_factory=dict)  # digit index -> rows of each cut's first half
-    joins: dict[int, int] = field(default_factory=dict)  # digit index -> row of it joined with the next
-    digits: list = field(default_factory=list)  # the preprocessed Digits (their offers not yet expanded)
-
-    def add_offers(self, main_probs: torch.Tensor, everything: bool = False) -> torch.Tensor | None:
-        """Preprocess the cuts and joins that could still beat the digits as read; their inputs, or None.
-
-        A reading scores its log-probabilities less SPLIT_COST per cut and JOIN_COST per join, and no
-        log-probability exceeds 0. So a cut of digit i can only win when log p(i) < -SPLIT_COST, and a
-        join of i and i+1 only when log p(i) + log p(i+1) < -JOIN_COST (each digit's best reading
-        scores at least its whole log-probability). Confident digits skip the work: the same answer.
-        ``everything``: all offers, as if none could be ruled out (to check that claim).
-        """
-        t0 = time.perf_counter()
-        logp = [math.log(max(float(p.max()), 1e-12)) for p in main_probs]
-        rows = []
-        for i, d in enumerate(self.digits):
-            cuts = d.offers_cut and (everything or logp[i] < -SPLIT_COST)
-            join = d.offers_join and i + 1 < len(self.digits) and (everything or logp[i] + logp[i + 1] < -JOIN_COST)
-            if not (cuts or join):
-                continue
-            d.expand(cuts=cuts, join=join)
-            for pieces in d.alternatives if cuts else []:
-                self.halves.setdefault(i, []).append(self.n_main + len(rows))
-                rows += pieces
-            if join and d.merged_with_next is not None:
-                self.joins[i] = self.n_main + len(rows)
-                rows.append(d.merged_with_next)
-        self.ms += (time.perf_counter() - t0) * 1000
-        if not rows:
-            return None
-        self.images += [r.image for r in rows]
-        self.boxes += [r.box for r in rows]
-        return torch.stack([r.tensor for r in rows])
-
-
-def _best_reading(
-    read: list[DigitPrediction], prep: _Prepared, logp_rows: list[float] | None = None
-) -> list[DigitPrediction]:
-    """The most probable reading of a row of segments, left to right.
-
-    Each segment is read whole, or (when wide) as two touching digits cut at one of the offered
-    places; two neighbours may be read as one digit written in two strokes. A reading scores
-    the sum of its digits' log-probabilities, less SPLIT_COST or JOIN_COST for every split or join, so
-    the segmentation is changed only when the model is clearly surer of the result.
-    ``logp_rows``: each row's log-probability to score with (default: its ``probability``); the
-    predictor passes the model's own, uncalibrated ones, the scale the two costs were tuned on.
-    """
-    if logp_rows is None:
-        logp_rows = [math.log(max(it.probability, 1e-12)) for it in read]
-
-    def logp(*rows: int) -> float:
-        return sum(logp_rows[r] for r in rows)
-
-    best: list[tuple[float, list[int]]] = [(0.0, [])]  # best[i]: the rows read for the first i segments
-    for i in range(prep.n_main):
-        options = [(logp(i), [i])]  # row i is segment i, read whole
-        options += [(logp(r, r + 1) - SPLIT_COST, [r, r + 1]) for r in prep.halves.get(i, [])]
-        score, rows = max(options, key=lambda o: o[0])
-        candidate = (best[i][0] + score, best[i][1] + rows)
-        if i >= 1 and (i - 1) in prep.joins:  # segments i-1 and i as one digit
-            joined = prep.joins[i - 1]
-            candidate = max(
-                candidate, (best[i - 1][0] + logp(joined) - JOIN_COST, best[i - 1][1] + [joined]), key=lambda c: c[0]
-            )
-        best.append(candidate)
-    return [read[r] for r in best[-1][1]]
-
-
-def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
-    """An eval-mode copy of ``model`` with each Conv2d -> BatchNorm2d pair inside an ``nn.Sequential``
-    replaced by one conv (``torch.nn.utils.fusion.fuse_conv_bn_eval``); other layers as they were.
-
-    Conv2d -> MaxPool2d -> BatchNorm2d (``fast`` since checkpoint format 2) folds too where every
-    channel's BatchNorm scale is positive: then max(s*x + b) = s*max(x) + b."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    def foldable(conv, bn) -> bool:
-        return (
-            type(conv) is torch.nn.Conv2d
-            and type(bn) is torch.nn.BatchNorm2d
-            and bn.track_running_stats
-            and bn.num_features == conv.out_channels
-        )
-
-    def positive_scale(bn: torch.nn.BatchNorm2d) -> bool:
-        return bn.weight is None or bool((bn.weight > 0).all())  # running_var + eps is always positive
-
-    model = copy.deepcopy(model).eval()
-    for seq in [m for m in model.modules() if isinstance(m, torch.nn.Sequential)]:
-        layers = list(seq)
-        for i in reversed(range(len(layers) - 1)):
-            conv, nxt = layers[i], layers[i + 1]
-            if foldable(conv, nxt):
-                seq[i] = fuse_conv_bn_eval(conv, nxt)
-                del seq[i + 1]
-            elif (
-                i + 2 < len(layers)
-                and type(nxt) is torch.nn.MaxPool2d
-                and foldable(conv, layers[i + 2])
-                and positive_scale(layers[i + 2])
-            ):
-                seq[i] = fuse_conv_bn_eval(conv, layers[i + 2])
-                del seq[i + 2]
-    return model
-
-
-def _channels_last(x: torch.Tensor) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
 class Predictor:
@@ -360,7 +207,7 @@ class Predictor:
         if self.temperature != 1.0:  # softmax(log p / T) == softmax(logits / T): the softmax's constant cancels
             probs = torch.softmax(probs.clamp_min(1e-30).log() / self.temperature, dim=1)
         read = []
-        for p, img, box in zip(probs, prep.images, prep.boxes):
+        for p, img, box in zip(probs, prep.images, prep.boxes, strict=True):
             best = torch.topk(p, k)
             index = int(best.indices[0])
             probability = float(best.values[0])
@@ -370,7 +217,7 @@ class Predictor:
                     index=index,
                     probability=probability,
                     probs=[float(v) for v in p],
-                    top_k=[(self.classes[int(i)], float(v)) for v, i in zip(best.values, best.indices)],
+                    top_k=[(self.classes[int(i)], float(v)) for v, i in zip(best.values, best.indices, strict=True)],
                     box=box,
                     uncertain=probability < self.uncertain_below,
                     input_image=img,
@@ -436,12 +283,12 @@ class Predictor:
         probs = self._batched([p.x for p in ok], batch_size)
         model_ms = (time.perf_counter() - t0) * 1000
         # Second round, digit models only: the cuts and joins that could still change a reading.
-        extra = [p.add_offers(pr) if p.digits else None for p, pr in zip(ok, probs)]
+        extra = [p.add_offers(pr) if p.digits else None for p, pr in zip(ok, probs, strict=True)]
         if any(e is not None for e in extra):  # most images (a confident canvas) need no second call
             t1 = time.perf_counter()
-            more = self._batched([e if e is not None else p.x[:0] for p, e in zip(ok, extra)], batch_size)
+            more = self._batched([e if e is not None else p.x[:0] for p, e in zip(ok, extra, strict=True)], batch_size)
             model_ms += (time.perf_counter() - t1) * 1000
-            for i, (p, e) in enumerate(zip(ok, extra)):
+            for i, (p, e) in enumerate(zip(ok, extra, strict=True)):
                 if e is not None:
                     p.x = torch.cat([p.x, e])
                     probs[i] = torch.cat([probs[i], more[i]])
@@ -461,3 +308,20 @@ class Predictor:
         rows = [x for x in xs if x.shape[0]]
         probs = self._probabilities(torch.cat(rows), batch_size) if rows else torch.empty(0, len(self.classes))
         return list(torch.split(probs, [x.shape[0] for x in xs]))
+
+
+__all__ = [  # with the names that moved to engine.slim, inference.fold and inference.numbers, importable here as before
+    "CALIBRATED_UNCERTAIN_BELOW",
+    "DEFAULT_MODEL",
+    "INFERENCE_KEYS",
+    "JOIN_COST",
+    "SPLIT_COST",
+    "UNCERTAIN_BELOW",
+    "DigitPrediction",
+    "Prediction",
+    "Predictor",
+    "default_model_path",
+    "fold_batchnorm",
+    "png_data_url",
+    "slim_checkpoint",
+]

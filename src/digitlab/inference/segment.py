@@ -90,12 +90,12 @@ def components(mask: np.ndarray) -> list[Segment]:
 
 def merge(a: Segment, b: Segment) -> Segment:
     """One segment covering both (their masks OR-ed)."""
-    l, t = min(a.box[0], b.box[0]), min(a.box[1], b.box[1])
+    x0, t = min(a.box[0], b.box[0]), min(a.box[1], b.box[1])
     r, bt = max(a.box[2], b.box[2]), max(a.box[3], b.box[3])
-    mask = np.zeros((bt - t, r - l), dtype=bool)
+    mask = np.zeros((bt - t, r - x0), dtype=bool)
     for s in (a, b):
-        mask[s.box[1] - t : s.box[3] - t, s.box[0] - l : s.box[2] - l] |= s.mask
-    return Segment((l, t, r, bt), mask)
+        mask[s.box[1] - t : s.box[3] - t, s.box[0] - x0 : s.box[2] - x0] |= s.mask
+    return Segment((x0, t, r, bt), mask)
 
 
 def _belong_together(a: Segment, b: Segment) -> bool:
@@ -149,7 +149,7 @@ def split_candidates(seg: Segment, count: int = 1) -> list[tuple[list[Segment], 
     holes = ndi.binary_opening(ndi.binary_fill_holes(seg.mask) & ~seg.mask)  # pinholes are not loops
     score[holes.any(0)[lo:hi]] = np.inf
     median = max(float(np.median(proj[proj > 0])), 1e-6)
-    l, t = seg.box[0], seg.box[1]
+    x0, t = seg.box[0], seg.box[1]
     found: list[tuple[list[Segment], float]] = []
     cuts: list[int] = []
     for k in np.argsort(score, kind="stable"):
@@ -159,7 +159,7 @@ def split_candidates(seg: Segment, count: int = 1) -> list[tuple[list[Segment], 
         if any(abs(cut - c) < CUT_SEPARATION * h for c in cuts):
             continue
         cuts.append(cut)  # tried: a failed cut's neighbours fail for the same reason
-        pieces = [_tight(seg.mask[:, :cut], l, t), _tight(seg.mask[:, cut:], l + cut, t)]
+        pieces = [_tight(seg.mask[:, :cut], x0, t), _tight(seg.mask[:, cut:], x0 + cut, t)]
         if any(p is None or p.height < MIN_PIECE_HEIGHT * h for p in pieces):
             continue
         found.append((pieces, proj[cut] / median))
@@ -194,7 +194,7 @@ def offer_joins(segs: list[Segment]) -> None:
     A pen lifted mid-digit can leave parts side by side that ``merge_parts`` keeps apart (an
     open 0 as ( and ), a 5's flag beside its body); ``segs`` are in reading order.
     """
-    for a, b in zip(segs, segs[1:]):
+    for a, b in zip(segs, segs[1:], strict=False):  # neighbours
         joined = merge(a, b)
         if b.box[0] - a.box[2] < JOIN_GAP * max(a.height, b.height) and joined.width <= JOIN_ASPECT * joined.height:
             a.merged_with_next = joined
@@ -207,7 +207,9 @@ def drop_small_marks(segs: list[Segment]) -> list[Segment]:
     areas = [int(s.mask.sum()) for s in segs]
     max_area, max_h = max(areas), max(s.height for s in segs)
     return [
-        s for s, a in zip(segs, areas) if not (a < SMALL_MARK_AREA * max_area and s.height < SMALL_MARK_HEIGHT * max_h)
+        s
+        for s, a in zip(segs, areas, strict=True)
+        if not (a < SMALL_MARK_AREA * max_area and s.height < SMALL_MARK_HEIGHT * max_h)
     ]
 
 
