@@ -34,8 +34,9 @@ def free_port() -> int:
 
 
 def worker_pids(server: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(server)], capture_output=True, text=True).stdout.split()
-    return sorted(int(p) for p in out)
+    """The server's prediction processes (its spawned children, not multiprocessing's resource tracker)."""
+    out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(server)], capture_output=True, text=True).stdout
+    return sorted(int(line.split()[0]) for line in out.splitlines() if "spawn_main" in line)
 
 
 def main() -> None:

@@ -190,6 +190,8 @@ class _Worker:
         """End the process at once (SIGKILL ends a stopped one too) and close the socket; never blocks."""
         if self.process.is_alive():
             self.process.kill()
+            # Reaped off the event loop, so no zombie is left per replacement.
+            threading.Thread(target=self.process.join, args=(30.0,), daemon=True).start()
         if self.writer is not None:
             self.writer.close()
         else:
@@ -198,7 +200,10 @@ class _Worker:
     def stop(self, timeout: float) -> None:
         """End the process politely (it finishes its request first), then by force; blocks up to ``2 timeout``."""
         try:
-            self.sock.sendall(_frame(_STOP)) if self.writer is None else self.writer.write(_frame(_STOP))
+            if self.writer is None:
+                self.sock.sendall(_frame(_STOP))
+            else:
+                self.writer.write(_frame(_STOP))
         except OSError:
             pass
         self.process.join(timeout)
