@@ -6,13 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 
 from digitlab.cli.app import app
 from digitlab.cli.flags import given, with_config_flags
+from digitlab.cli.output import Console, console
 from digitlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-
-console = Console()
 
 
 def build_config(preset: str | None, overrides: dict[str, dict]) -> RunConfig:
@@ -63,6 +61,10 @@ def train(
         return
     overrides = {section: given(flags, cls) for section, cls in SECTIONS.items()}
     state = None
+    if not resume:  # torchrun --max-restarts: a restarted worker continues its run from last.pt
+        from digitlab.engine.dist import restart_resume
+
+        resume = restart_resume(overrides["run"])
     if resume:  # the engine decides what a resume may change (engine/resume.py)
         from digitlab.engine.resume import load_resume_state, resume_config, run_dir_of_resume
         from digitlab.engine.rundir import is_finished

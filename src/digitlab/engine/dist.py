@@ -5,9 +5,12 @@ from __future__ import annotations
 import gc
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as torch_dist
+
+from digitlab.errors import DigitlabError
 
 
 @dataclass(frozen=True)
@@ -65,3 +68,67 @@ def teardown(info: DistInfo) -> None:
         gc.collect()
         torch_dist.barrier()
         torch_dist.destroy_process_group()
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the cores this process may use (taskset, cgroups)
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def rank_threads(info: DistInfo, requested: int | None) -> int | None:
+    """Torch threads for this process: ``requested`` (``--threads``) if given; under torchrun, this
+    machine's cores shared by its ranks; otherwise None (torch's default, every core).
+
+    Why: torchrun sets ``OMP_NUM_THREADS=1`` for every rank unless it is already set, which leaves a
+    CPU rank on one core: two ranks on an 8-core machine would use 2 of the 8. An
+    ``OMP_NUM_THREADS`` other than 1 is the user's own choice and is kept.
+    """
+    if requested:
+        return requested
+    if not info.enabled:
+        return None
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp and omp != "1":
+        return None
+    local = int(os.environ.get("LOCAL_WORLD_SIZE") or 1)
+    return max(1, _cores() // max(1, local))
+
+
+def set_threads(info: DistInfo, requested: int | None) -> None:
+    """Apply ``rank_threads``; the training calls it once per process, before the first step."""
+    n = rank_threads(info, requested)
+    if n:
+        torch.set_num_threads(n)
+
+
+def restart_count() -> int:
+    """How many times torchrun has restarted this worker group (0 on the first start, or without torchrun)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT") or 0)
+
+
+def restart_resume(run_flags: dict) -> str | None:
+    """The run directory a restarted torchrun worker continues, or None to start as given.
+
+    ``torchrun --max-restarts N`` restarts every rank, with the same command line, after one dies;
+    the restarted training resumes from the run's ``last.pt`` (as ``--resume`` would) instead of
+    starting again or being refused as an existing run. A run is found by its ``--name``, so one is
+    required when restarts are allowed (a generated name would differ at each start).
+
+    Args:
+        run_flags: the ``run`` flags given (``name``, ``runs_dir``; absent or None: not given).
+    """
+    if int(os.environ.get("TORCHELASTIC_MAX_RESTARTS") or 0) == 0:
+        return None
+    name = run_flags.get("name")
+    if not name:
+        raise DigitlabError(
+            "torchrun --max-restarts resumes a run by its name after a restart: pass --name for this training"
+        )
+    if restart_count() == 0:
+        return None
+    from digitlab.config import RunConfig
+
+    run_dir = Path(run_flags.get("runs_dir") or RunConfig().runs_dir) / name
+    return str(run_dir) if (run_dir / "last.pt").is_file() else None

@@ -323,8 +323,7 @@ def train(
     info = dist.detect()
     device = dist.setup(info, resolve_device(t.device))
     precision = resolve_precision(t.precision, device)
-    if t.threads:
-        torch.set_num_threads(t.threads)
+    dist.set_threads(info, t.threads)  # --threads, or under torchrun the cores shared by the ranks
     torch.manual_seed(t.seed + info.rank)
     generator = torch.Generator().manual_seed(t.seed)  # shuffling and augmentation; same on every rank
 
