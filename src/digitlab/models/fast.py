@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from digitlab.models.layers import pool_before_relu, require_min_size
+from digitlab.models.layers import Mul, cifar_block, pool_before_relu, require_min_size
 from digitlab.models.registry import register_model
 
 
@@ -88,30 +88,6 @@ def fast_wide(
 POOL_LATE_BEFORE_FORMAT_2 = ("fast", "fast-wide")
 
 
-class Mul(nn.Module):
-    """Scales the logits (airbench: a fixed temperature lets a plain lr schedule work)."""
-
-    def __init__(self, scale: float):
-        super().__init__()
-        self.scale = scale
-
-    def forward(self, x):
-        return x * self.scale
-
-
-def _cifar_block(c_in: int, c_out: int) -> list[nn.Module]:
-    # airbench's block: conv, pool, BN, GELU, conv, BN, GELU.
-    return [
-        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-        nn.MaxPool2d(2),
-        nn.BatchNorm2d(c_out),
-        nn.GELU(),
-        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.GELU(),
-    ]
-
-
 @register_model("fast-cifar", "airbench-style CIFAR-10 net for GPUs (2x2 stem, 3 conv blocks, ~2M params)")
 def fast_cifar(*, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, width: int = 64) -> nn.Module:
     require_min_size("fast-cifar", image_size, 9)  # 2x2 stem, then three 2x2 pools
@@ -119,9 +95,9 @@ def fast_cifar(*, num_classes: int = 10, in_channels: int = 3, image_size: int =
     stem = [nn.Conv2d(in_channels, 24, 2, padding=0, bias=True), nn.GELU()]  # (B, 24, H-1, W-1)
     return nn.Sequential(
         *stem,
-        *_cifar_block(24, w1),
-        *_cifar_block(w1, w2),
-        *_cifar_block(w2, w3),
+        *cifar_block(24, w1),
+        *cifar_block(w1, w2),
+        *cifar_block(w2, w3),
         nn.AdaptiveMaxPool2d(1),
         nn.Flatten(),
         nn.Linear(w3, num_classes, bias=False),
