@@ -108,3 +108,30 @@ def test_command_list_lines_are_whole_sentences(name, capsys):
     out = _help(capsys)
     line = next(line for line in out.splitlines() if line.split()[:1] == [name])
     assert not line.endswith("..."), line
+
+
+def test_piped_output_is_not_wrapped_at_80_columns(capsys, monkeypatch):
+    """In a pipe or a CI log each printed line stays one line: Rich once wrapped at 80 columns mid-phrase."""
+    from digitlab.engine.presets import list_presets
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert main(["train", "--list-presets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    long = {k: v for k, v in list_presets().items() if len(k) + len(v) > 90}
+    assert long, "no preset description is long enough to test wrapping"
+    for name, description in long.items():
+        assert any(line.split()[:1] == [name] and line.rstrip().endswith(description) for line in lines), name
+
+
+def test_piped_tables_get_the_width_they_need(monkeypatch):
+    from digitlab.cli.output import Console, Table
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    table = Table("image", "result")
+    table.add_row("a/long/path/" * 10 + "one.png", "7")
+    console = Console(record=True)
+    console.print(table)
+    text = console.export_text()
+    assert "a/long/path/" * 10 + "one.png" in text  # one row, not folded over several lines
+    monkeypatch.setenv("COLUMNS", "50")  # the user's choice of width wins
+    assert Console().width == 50

@@ -6,8 +6,6 @@ a pipe and a log, and it does not import Rich's help renderer at start-up.
 
 from __future__ import annotations
 
-from importlib.metadata import version
-
 import typer
 from typer.core import TyperGroup
 
@@ -48,7 +46,9 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        print(f"digitlab {version('digitlab')}")
+        import digitlab
+
+        print(f"digitlab {digitlab.__version__}")
         raise typer.Exit()
 
 

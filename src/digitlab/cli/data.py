@@ -6,10 +6,9 @@ import re
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from digitlab.cli.app import app
+from digitlab.cli.output import Console, Table
 from digitlab.errors import DigitlabError
 
 data_app = typer.Typer(help="Datasets: show samples, describe, download.", no_args_is_help=True)

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from digitlab.cli.app import app
+from digitlab.cli.output import Console
 
 experiment_app = typer.Typer(help="Experiments from the seed tutorials.", no_args_is_help=True)
 app.add_typer(experiment_app, name="experiment")

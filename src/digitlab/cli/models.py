@@ -6,10 +6,9 @@ import inspect
 import re
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from digitlab.cli.app import app
+from digitlab.cli.output import Console, Table
 from digitlab.errors import DigitlabError, unknown_name
 
 # Input shapes for `summary --dataset`, so the summary needs no dataset files: (channels, size).

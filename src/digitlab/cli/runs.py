@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.table import Table as RichTable
 
 from digitlab.cli.app import app
+from digitlab.cli.output import Console
+from digitlab.cli.output import Table as RichTable
 from digitlab.evaluate.table import Table
 
 if TYPE_CHECKING:

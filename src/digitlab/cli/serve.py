@@ -6,9 +6,9 @@ import ipaddress
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from digitlab.cli.app import app
+from digitlab.cli.output import Console
 from digitlab.errors import DigitlabError
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
@@ -63,7 +63,10 @@ def serve(
     ),
     docs: bool = typer.Option(False, "--docs", help="Serve the Swagger UI at /docs (it loads its script from a CDN)."),
 ) -> None:
-    """Serve the drawing page and the REST API (schema at /openapi.json)."""
+    """Serve the drawing page and the REST API.
+
+    The API's schema is at /openapi.json.
+    """
     if log_level not in LOG_LEVELS:
         raise DigitlabError(f"unknown log level {log_level!r}; choose one of: {', '.join(LOG_LEVELS)}")
     import torch

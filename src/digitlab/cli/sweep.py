@@ -6,9 +6,9 @@ import datetime as _dt
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from digitlab.cli.app import app
+from digitlab.cli.output import Console
 
 EPILOG = """Examples:
 
