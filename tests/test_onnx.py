@@ -178,3 +178,15 @@ def test_serve_runs_an_onnx_model_in_a_prediction_process(shipped_onnx):
         r = c.post("/api/predict", files={"file": ("four.png", buf.getvalue(), "image/png")})
     assert r.status_code == 200, r.text
     assert r.json()["text"] == "4" and info["name"] == "fast-wide"
+
+
+def test_a_model_onnx_cannot_express_is_a_clear_error(tmp_path, monkeypatch):
+    ckpt = load_checkpoint(default_model_path())
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("Exporting the operator 'aten::magic' to ONNX opset version 17 is not supported")
+
+    monkeypatch.setattr(torch.onnx, "export", fails)
+    with pytest.raises(DigitlabError, match="cannot export model 'fast-wide' to ONNX .*aten::magic"):
+        export_onnx(ckpt, tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()

@@ -82,6 +82,7 @@ def export_cmd(
     if fmt == "onnx" and seed_format:
         raise DigitlabError("--seed-format writes a PyTorch state_dict; it cannot be combined with --format onnx")
     dest = default_model_path(must_exist=False) if as_default else out
+    assert dest is not None  # one of the two, checked above
     ckpt = load_checkpoint(checkpoint)
     if seed_format:
         write_seed_format(ckpt, dest)

@@ -210,6 +210,7 @@ def saliency(model: nn.Module, x: torch.Tensor, target: int) -> tuple[np.ndarray
         x.requires_grad_(True)
         with torch.enable_grad():
             model(x)[0, target].backward()
+        assert x.grad is not None
         heat = x.grad[0].abs().amax(0)
         method = "input gradient"
     else:
@@ -225,7 +226,9 @@ def saliency(model: nn.Module, x: torch.Tensor, target: int) -> tuple[np.ndarray
                 model(x)[0, target].backward()
         finally:
             hook.remove()
-        maps, grads = kept["maps"][0], kept["maps"].grad[0]  # (C, h, w)
+        grad = kept["maps"].grad
+        assert grad is not None  # retain_grad kept it
+        maps, grads = kept["maps"][0], grad[0]  # (C, h, w)
         cam = torch.relu((grads.mean((1, 2), keepdim=True) * maps).sum(0, keepdim=True))
         heat = torch.nn.functional.interpolate(cam[None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
         method = "Grad-CAM"

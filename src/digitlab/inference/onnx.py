@@ -58,7 +58,9 @@ class OnnxModel:
         return {"data": self.data}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["data"])
+        self.data = state["data"]
+        self._session = None
+        self._lock = threading.Lock()
 
     def _get_session(self):
         with self._lock:

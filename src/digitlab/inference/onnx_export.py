@@ -5,7 +5,6 @@ What the graph takes and returns, and its metadata, are described in ``digitlab.
 
 from __future__ import annotations
 
-import io
 import json
 import warnings
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ import torch
 from torch import nn
 
 from digitlab.engine.checkpoint import model_from_checkpoint
+from digitlab.errors import DigitlabError
 from digitlab.inference.onnx import INPUT_NAME, METADATA_FORMAT, OUTPUT_NAME, OnnxModel, require
 from digitlab.inference.predictor import fold_batchnorm
 
@@ -24,6 +24,9 @@ CHECK_IMAGES = 512  # real test images compared against PyTorch at export time
 
 class _Normalised(nn.Module):
     """The model behind its normalisation, so the graph takes pixels in [0, 1]."""
+
+    mean: torch.Tensor  # (1, C, 1, 1) buffers
+    std: torch.Tensor
 
     def __init__(self, model: nn.Module, mean: list[float], std: list[float]):
         super().__init__()
@@ -84,32 +87,37 @@ def export_onnx(ckpt: dict, path: str | Path, check_images: torch.Tensor | None 
     model = model_from_checkpoint(ckpt)  # float32, eval mode
     graph = _Normalised(fold_batchnorm(model), ckpt["mean"], ckpt["std"]).eval()
     c, s = int(ckpt["channels"]), int(ckpt["image_size"])
-    buf = io.BytesIO()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         # torch 2.9+ calls the TorchScript exporter legacy; it needs no onnxscript and handles every model here.
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            graph,
-            (torch.rand(1, c, s, s),),
-            buf,
-            dynamo=False,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            opset_version=OPSET,
-        )
-    proto = onnx.load_from_string(buf.getvalue())
+        try:
+            torch.onnx.export(
+                graph,
+                (torch.rand(1, c, s, s),),
+                str(path),
+                dynamo=False,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                opset_version=OPSET,
+            )
+        except Exception as exc:  # an operation ONNX has no form for, in a model of your own
+            path.unlink(missing_ok=True)
+            raise DigitlabError(
+                f"cannot export model {ckpt['model_name']!r} to ONNX ({type(exc).__name__}: {str(exc)[:300]})"
+            ) from exc
+    proto = onnx.load(str(path))
     for key, value in onnx_metadata(ckpt).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.doc_string = f"digitlab {ckpt['model_name']} ({ckpt.get('dataset', '?')}); input {INPUT_NAME} in [0, 1]"
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = proto.SerializeToString()
     path.write_bytes(data)
 
     real = check_images is not None
-    if real:
+    if check_images is not None:
         x = check_images[:CHECK_IMAGES].float().div(255.0)
     else:
         x = torch.rand(64, c, s, s, generator=torch.Generator().manual_seed(0))

@@ -91,7 +91,7 @@ def pool_before_relu(seq: nn.Sequential) -> nn.Sequential:
     ``as_the_seed_wrote_it`` puts the seed's order back.
     """
     _swap_pairs(seq, nn.ReLU, nn.MaxPool2d)
-    seq.pooled_first = True
+    setattr(seq, "pooled_first", True)  # noqa: B010 (nn.Module attributes are typed as tensors or modules)
     return seq
 
 
@@ -106,9 +106,9 @@ def as_the_seed_wrote_it(model: nn.Module) -> nn.Module:
     for m in list(model.modules()):
         if isinstance(m, nn.Sequential) and getattr(m, "pooled_first", False):
             _swap_pairs(m, nn.MaxPool2d, nn.ReLU)
-            m.pooled_first = False
+            setattr(m, "pooled_first", False)  # noqa: B010
         if getattr(m, "pool_first", None) is True:
-            m.pool_first = False
+            setattr(m, "pool_first", False)  # noqa: B010
     for parent in list(model.modules()):
         for name, child in parent.named_children():
             if isinstance(child, ByteDropout):

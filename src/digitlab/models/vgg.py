@@ -9,7 +9,7 @@ from digitlab.models.layers import flat_size, pool_before_relu, require_min_size
 from digitlab.models.registry import register_model
 
 # Seed 002's cfg (VGG-11): numbers are 3x3 conv widths, "M" a 2x2 max pool.
-VGG11 = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
+VGG11: list[int | str] = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
 
 
 class VGG(nn.Module):
