@@ -176,6 +176,8 @@ def test_the_shipped_model_loads():
         ("classes", list("0123456788"), "distinct"),
         ("mean", [0.1, 0.2], "'mean'"),
         ("std", [0.0], "'std'"),
+        ("std", [1e300], "'std'"),
+        ("mean", [-1e30], "'mean'"),
         ("std", [float("nan")], "'std'"),
         ("model_name", 7, "'model_name'"),
         ("model_args", "mlp", "'model_args'"),

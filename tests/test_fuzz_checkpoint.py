@@ -128,3 +128,63 @@ def test_long_campaign_mutated_shipped_model(edits):
 @given(edits=mutations(len(WITH_DIGEST_BYTES)))
 def test_long_campaign_mutated_checkpoint_with_digest(edits):
     _campaign_with_digest(edits)
+
+
+def _small_checkpoint() -> dict:
+    from digitlab.engine.checkpoint import FORMAT_VERSION
+    from digitlab.models import create_model
+
+    args = {"num_classes": 10, "in_channels": 1, "image_size": 28}
+    return {
+        "digitlab": FORMAT_VERSION,
+        "model_name": "mlp",
+        "model_args": args,
+        "state_dict": create_model("mlp", **args).state_dict(),
+        "classes": list("0123456789"),
+        "channels": 1,
+        "image_size": 28,
+        "mean": [0.1307],
+        "std": [0.3081],
+        "task": "digits",
+        "temperature": 0.5,
+        "metrics": {"test_acc": 0.9},
+    }
+
+
+ODD_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.lists(st.one_of(st.integers(-3, 30), st.floats(), st.text(max_size=2)), max_size=12),
+    st.dictionaries(st.text(max_size=8), st.one_of(st.integers(-3, 30), st.text(max_size=3)), max_size=4),
+)
+
+
+FIELDS = {"field": st.sampled_from(sorted(_small_checkpoint())), "value": ODD_VALUES}
+
+
+@settings(SHORT, max_examples=80)
+@given(**FIELDS)
+def test_any_value_in_any_field_is_an_error_or_a_working_model(field, value):
+    _field_campaign(field, value)
+
+
+@pytest.mark.slow
+@settings(SHORT, max_examples=2000)
+@given(**FIELDS)
+def test_long_campaign_odd_field_values(field, value):
+    _field_campaign(field, value)
+
+
+def _field_campaign(field, value) -> None:
+    ckpt = _small_checkpoint()
+    if field == "model_args" and isinstance(value, dict):
+        value = {**ckpt["model_args"], **value}  # an extra or changed argument
+    ckpt[field] = value
+    path = Path(tempfile.mkstemp(suffix=".pt", dir=WITH_DIGEST_DIR)[1])
+    torch.save(ckpt, path)  # no digest: only the field checks stand between it and the model
+    predictor = load_or_error(path)
+    if predictor is not None:
+        assert_answers_validly(predictor)

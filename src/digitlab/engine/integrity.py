@@ -44,6 +44,10 @@ MAX_ABS_WEIGHT = 1e6
 # Fitted temperatures are 0.3-3; far outside this range the probabilities are one-hot or uniform
 # whatever the image, which no calibration produces. 0 or below gives NaN or inverted probabilities.
 TEMPERATURE_RANGE = (0.01, 100.0)
+# Pixels are scaled to [0, 1] before normalising: a dataset's mean lies in it and its std is below 1.
+# Far outside these bounds the inputs overflow or vanish, so they are not any dataset's statistics.
+MEAN_LIMIT = 1e3
+STD_RANGE = (1e-6, 1e3)
 
 
 def tensor_digest(ckpt: Mapping) -> str:
@@ -113,8 +117,10 @@ def check_fields(ckpt: dict, where: str) -> None:
         v = ckpt[field]
         if not isinstance(v, (list, tuple)) or len(v) != channels or not all(_is_number(x) for x in v):
             raise bad(field, f"is {v!r}, not {channels} finite number(s) (one per channel)")
-    if not all(float(s) > 0 for s in ckpt["std"]):
-        raise bad("std", "must be positive")
+    if not all(abs(float(m)) <= MEAN_LIMIT for m in ckpt["mean"]):
+        raise bad("mean", f"is {ckpt['mean']!r}, beyond +-{MEAN_LIMIT:g}")
+    if not all(STD_RANGE[0] <= float(s) <= STD_RANGE[1] for s in ckpt["std"]):
+        raise bad("std", f"must be in [{STD_RANGE[0]:g}, {STD_RANGE[1]:g}]")
     # The model is built from model_args: its data-shape arguments must agree with the fields.
     for arg, want in (("num_classes", len(classes)), ("in_channels", channels), ("image_size", size)):
         if arg in args and args[arg] != want:
