@@ -134,3 +134,18 @@ def test_importing_the_models_pulls_in_no_cli_or_web_module():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
+
+
+def test_the_models_and_onnx_modules_import_at_the_top():
+    """No hidden dependencies: every digitlab import in these modules is at module level."""
+    for name, path in modules().items():
+        if not name.startswith(("digitlab.models", "digitlab.inference.onnx", "digitlab.evaluate.inspect")):
+            continue
+        tree = ast.parse(path.read_text())
+        top = set(map(id, _module_level(tree.body)))
+        hidden = [
+            node.lineno
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("digitlab") and id(node) not in top
+        ]
+        assert not hidden, f"{name} imports digitlab modules inside functions at lines {hidden}"
