@@ -190,3 +190,11 @@ def test_a_model_onnx_cannot_express_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(DigitlabError, match="cannot export model 'fast-wide' to ONNX .*aten::magic"):
         export_onnx(ckpt, tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_explain_with_an_onnx_model_leaves_out_the_saliency_row(shipped_onnx, tmp_path, capsys):
+    _, result = shipped_onnx
+    drawn_digits()[0].save(tmp_path / "seven.png")
+    out = tmp_path / "why.png"
+    assert main(["predict", str(tmp_path / "seven.png"), "--model", str(result.path), "--explain", str(out)]) == 0
+    assert Image.open(out).size[1] == 520  # inputs and probabilities; no gradients in onnxruntime
