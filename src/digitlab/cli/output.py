@@ -13,6 +13,7 @@ Use ``Console(...)``/``Table(...)`` as Rich's own, and ``console``/``err_console
 from __future__ import annotations
 
 import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -42,14 +43,20 @@ def Table(*args: Any, **kwargs: Any) -> rich.table.Table:  # noqa: N802 (a drop-
 
 
 class _LazyConsole:
-    """A module-level console that is made (by ``Console``) each time it is used, so importing a
-    command module imports no Rich, and each print sees the current stdout (tests capture it)."""
+    """A module-level console made (by ``Console``) on first use, so importing a command module
+    imports no Rich. It is one console while sys.stdout/sys.stderr stay the same (Rich's live displays
+    keep state on it), and a new one when they change (tests capture output by swapping them).
+    For printing; Rich's own machinery (a progress display) takes a real ``Console()``."""
 
     def __init__(self, stderr: bool) -> None:
         self._stderr = stderr
+        self._made: tuple[object, Any] | None = None
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(Console(stderr=self._stderr), name)
+        stream = sys.stderr if self._stderr else sys.stdout
+        if self._made is None or self._made[0] is not stream:
+            self._made = (stream, Console(stderr=self._stderr))
+        return getattr(self._made[1], name)
 
 
 console: Any = _LazyConsole(stderr=False)

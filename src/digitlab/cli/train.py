@@ -81,7 +81,7 @@ def train(
     else:
         cfg = build_config(preset, overrides)
     try:
-        result = run_training(cfg, resume=state, quiet=quiet, console=console)
+        result = run_training(cfg, resume=state, quiet=quiet, console=Console())  # a real one: progress bars
     except KeyboardInterrupt:
         run_dir = Path(cfg.runs_dir) / (cfg.name or "")
         Console(stderr=True).print(
