@@ -17,10 +17,10 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
-from digitlab.data.loader import normalize, random_shift
-from digitlab.engine.device import autocast, resolve_precision
+from digitlab.data.loader import random_shift
+from digitlab.engine.device import resolve_precision
+from digitlab.engine.train import train_step
 from digitlab.models import create_model
 from digitlab.models.layers import as_the_seed_wrote_it
 
@@ -55,13 +55,17 @@ def main() -> None:
 
     def step(model, opt, i: int) -> None:
         sl = slice(i * args.batch, (i + 1) * args.batch)
-        xb = normalize(random_shift(x[sl], gen), (0.1307,), (0.3081,)).contiguous(memory_format=torch.channels_last)
-        with autocast(torch.device("cpu"), precision):
-            logits = model(xb)
-        loss = F.cross_entropy(logits.float(), y[sl], label_smoothing=0.1)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(
+            model,
+            opt,
+            random_shift(x[sl], gen),
+            y[sl],
+            mean=(0.1307,),
+            std=(0.3081,),
+            precision=precision,
+            channels_last=True,
+            label_smoothing=0.1,
+        )
 
     times: dict[str, list[float]] = {o: [] for o in orders}
     for block in range(args.blocks + 2):

@@ -81,3 +81,29 @@ def cpp_compiler() -> None:
     if not (shutil.which("g++") or shutil.which("c++")):
         pytest.skip("torch.compile on CPU needs a C++ compiler (g++)")
 
+
+def _tiny_image_data(n_train: int = 256, n_test: int = 64, seed: int = 0):
+    """Ten classes of 28x28 images: a bright square whose position encodes the class, plus noise."""
+    import torch
+
+    from digitlab.data.base import ImageData
+
+    g = torch.Generator().manual_seed(seed)
+
+    def make(n: int):
+        y = torch.randint(0, 10, (n,), generator=g)
+        x = torch.randint(0, 60, (n, 1, 28, 28), generator=g, dtype=torch.uint8)
+        for i, c in enumerate(y.tolist()):
+            r, col = 2 + (c // 5) * 12, 2 + (c % 5) * 5
+            x[i, 0, r : r + 8, col : col + 4] = 255
+        return x, y
+
+    trx, try_ = make(n_train)
+    tex, tey = make(n_test)
+    return ImageData("tiny", trx, try_, tex, tey, [str(i) for i in range(10)], (0.2,), (0.3,))
+
+
+@pytest.fixture
+def tiny_data():
+    """A factory of small learnable datasets: ``tiny_data(n_train=256, n_test=64, seed=0)``."""
+    return _tiny_image_data

@@ -41,11 +41,10 @@ def test_bench_quick_writes_all_sections(mnist_dir, tmp_path, capsys):
     assert _positive(r["memory"]["default_train_peak_rss_mb"]["median"])
 
 
-def test_throughput_compiled_column(cpp_compiler):
+def test_throughput_compiled_column(cpp_compiler, tiny_data):
     """The compiled path of the throughput table, on tiny data with the quickest model to compile."""
     from digitlab.bench import throughput
     from digitlab.cli.bench import render
-    from test_train import tiny_data
 
     row = throughput(tiny_data(n_train=200), repeats=1, steps=2, device="cpu", models=("mlp",), compile=True)["mlp"]
     assert _positive(row["digitlab_compiled"]["median"]) and _positive(row["ratio_compiled"])
@@ -64,3 +63,20 @@ def test_throughput_compiled_column(cpp_compiler):
         "inference": {"model": "fast", "batch_1000_images_per_s": {}, "single_image_ms": {"p50": 1.0, "p99": 1.0}},
     }
     render(result)  # the table shows every column that was measured
+
+
+def test_bench_times_the_engines_own_step(monkeypatch, tiny_data):
+    """The throughput table measures ``engine.train.train_step`` itself, not a copy of it."""
+    from digitlab.bench import images_per_second, seed_step
+    from digitlab.engine import train as train_mod
+
+    calls = []
+    real = train_mod.train_step
+
+    def spy(*a, **k):
+        calls.append(k["precision"])
+        return real(*a, **k)
+
+    monkeypatch.setattr(train_mod, "train_step", spy)
+    step, _ = seed_step("mlp", tiny_data(n_train=200), precision="fp32", batch_size=32)
+    assert _positive(images_per_second(step, 3)) and calls == ["fp32"] * 5  # 2 warm-up steps, 3 timed

@@ -204,30 +204,33 @@ def seed_step(
     batch_size: int = REF_BATCH,
     device: str = "cpu",
 ):
-    """One training step of digitlab's engine path for a seed model (its preset's optimizer, the given batch).
+    """The engine's ``train_step`` for a seed model (its preset's optimizer, the given batch and precision).
 
     Returns ``(step, compile_seconds)``; ``step()`` trains on the next batch and returns its size. With
     ``compile``, the model is compiled the way ``digitlab train --compile`` does it, before returning.
     """
-    from digitlab.data.loader import iterate_batches, normalize
-    from digitlab.engine.device import autocast
+    from digitlab.data.loader import iterate_batches
+    from digitlab.engine.dist import DistInfo
     from digitlab.engine.optim import build_optimizer, compiled_step
+    from digitlab.engine.plan import resolve
     from digitlab.engine.presets import apply_preset
-    from digitlab.engine.train import compile_for_training
+    from digitlab.engine.train import compile_for_training, train_step
     from digitlab.models import create_model
 
     dev = torch.device(device)
     cfg = apply_preset(RunConfig(), SEED_PRESET[model_name])
-    cfg.train.batch_size, cfg.train.channels_last = batch_size, True
+    cfg.train.batch_size, cfg.train.channels_last, cfg.train.precision = batch_size, True, precision
+    plan = resolve(cfg, data, dev, DistInfo())  # one process, whatever torchrun says
     torch.manual_seed(0)
+    # The reference's model (the registry's defaults for MNIST), not the preset's width: same work on both sides.
     model = create_model(model_name, num_classes=10, in_channels=1, image_size=28).to(dev)
     model = model.to(memory_format=torch.channels_last)
-    opt = build_optimizer(model, cfg.train)
-    opt_step = compiled_step(opt) if cfg.train.compile_step else opt.step  # as the preset trains
+    opt = build_optimizer(model, plan.train)
+    opt_step = compiled_step(opt) if plan.train.compile_step else opt.step  # as the preset trains
     data = data.to(dev)
     forward, compile_seconds = model, 0.0
     if compile:
-        forward, compile_seconds = compile_for_training(model, data, cfg, precision=precision)
+        forward, compile_seconds = compile_for_training(model, data, plan)
     gen = torch.Generator().manual_seed(0)
     model.train()
 
@@ -238,14 +241,19 @@ def seed_step(
     it = batches()
 
     def step() -> int:
-        xb, yb = next(it)
-        xb = normalize(xb, data.mean, data.std).contiguous(memory_format=torch.channels_last)  # (B, 1, 28, 28)
-        with autocast(dev, precision):
-            logits = forward(xb)
-        loss = F.cross_entropy(logits.float(), yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_step()
+        xb, yb = next(it)  # (B, 1, 28, 28) uint8
+        train_step(
+            forward,
+            opt,
+            xb,
+            yb,
+            mean=plan.mean,
+            std=plan.std,
+            precision=plan.precision,
+            channels_last=True,
+            label_smoothing=plan.train.label_smoothing,
+            optimizer_step=opt_step,
+        )
         return yb.shape[0]
 
     return step, compile_seconds

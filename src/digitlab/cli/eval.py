@@ -19,8 +19,10 @@ def checkpoint_data(ckpt: dict, dataset: str | None = None, data_dir: str | None
     way its training loaded it (an image folder's gray/RGB and size)."""
     from digitlab.data import load_dataset
     from digitlab.engine.checkpoint import check_compatible
+    from digitlab.engine.plan import check_folder
 
     name = dataset or ckpt.get("dataset", "mnist")
+    check_folder(name)  # a run's image folder is stored by absolute path: say so when it has moved
     data_cfg = (ckpt.get("config") or {}).get("data", {})
     data = load_dataset(
         name,
@@ -40,7 +42,9 @@ def eval_cmd(
     ),
     data_dir: str | None = typer.Option(None, help="Where the data files are."),
     out: str | None = typer.Option(
-        None, help="Folder for confusion.png, errors.png, report.txt, eval.json (default: next to the checkpoint)."
+        None,
+        help="Folder for confusion.png, errors.png, report.txt, eval.json (default: eval-<checkpoint>/ beside a "
+        "run's checkpoint, so training's own files stay; the current folder for other checkpoints).",
     ),
     tta: bool | None = typer.Option(
         None, "--tta/--no-tta", help="Test-time augmentation (default: as the training's final evaluation did)."
@@ -58,10 +62,10 @@ def eval_cmd(
     """Accuracy, precision/recall/F1, classification report, confusion matrix and worst errors."""
     from digitlab.engine.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
     from digitlab.engine.device import resolve_device
-    from digitlab.engine.train import evaluate, trained_with_tta
-    from digitlab.evaluate.calibration import calibration_summary
+    from digitlab.engine.evaluation import default_eval_dir, final_evaluation, report_evaluation
+    from digitlab.engine.plan import trained_with_tta
     from digitlab.evaluate.reading import evaluate_as_read, reading_dir, reading_source
-    from digitlab.evaluate.report import format_report, write_report
+    from digitlab.evaluate.report import format_report
 
     path = resolve_checkpoint_path(checkpoint)
     ckpt = load_checkpoint(path)
@@ -89,23 +93,22 @@ def eval_cmd(
     if split == "train":
         data = replace(data, test_x=data.train_x, test_y=data.train_y)
     name = dataset or ckpt.get("dataset", "mnist")
-    dev = resolve_device(device)
-    model = model_from_checkpoint(ckpt, dev)
-    out_dir = Path(out) if out else path.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
+    model = model_from_checkpoint(ckpt, resolve_device(device))
+    out_dir = Path(out) if out else default_eval_dir(path)
     if tta is None:  # the same accuracy that `digitlab train` printed for this checkpoint
         tta = trained_with_tta(ckpt)
-    res = evaluate(model, data.test_x.to(dev), data.test_y.to(dev), tuple(ckpt["mean"]), tuple(ckpt["std"]), tta=tta)
-    temperature = ckpt.get("temperature")  # fitted by training or export; probabilities as `predict` reports them
-    meta = {
-        "checkpoint": str(path),
-        "dataset": name,
-        "tta": tta,
-        "loss": res.loss,
-        "calibration": calibration_summary(res.logits, data.test_y, temperature),
-    }
-    probs = (res.logits / (temperature or 1.0)).softmax(1)
-    metrics = write_report(out_dir, data.test_y, probs, data.classes, data.test_x, meta=meta)
+    # The one evaluation training's final report uses too: fp32, the same eval.json schema.
+    res = final_evaluation(model, data, tuple(ckpt["mean"]), tuple(ckpt["std"]), tta=tta)
+    metrics = report_evaluation(
+        res,
+        data,
+        tta=tta,
+        temperature=ckpt.get("temperature"),  # fitted by training or export: probabilities as `predict` shows
+        out_dir=out_dir,
+        checkpoint=str(path),
+        epoch=ckpt.get("epoch"),
+        dataset=name,
+    )
     if as_json:
         print(json.dumps(metrics, indent=2, default=str))
     else:

@@ -91,7 +91,7 @@ def export_cmd(
     data = None
     if calibrate is not False:
         from digitlab.cli.eval import checkpoint_data
-        from digitlab.evaluate.calibration import calibrate_checkpoint
+        from digitlab.engine.calibrate import calibrate_checkpoint
 
         try:
             data = checkpoint_data(ckpt, data_dir=data_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import tempfile
@@ -61,6 +62,9 @@ def _ctrl_c_held():
         raise KeyboardInterrupt
 
 
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk, or a full quota: the same remedy
+
+
 def write_atomically(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Write a file whole or not at all: ``write`` fills a temporary file in the same folder, then a rename.
 
@@ -78,8 +82,10 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], object]) -> P
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             Path(tmp).unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+                raise DigitlabError(f"no space left on the disk writing {path}: free some space and try again") from exc
             raise
     return path
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import ContextManager
+from contextlib import AbstractContextManager
 
 import torch
 
@@ -65,7 +65,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "fp32"
 
 
-def autocast(device: torch.device, precision: str) -> ContextManager:
+def autocast(device: torch.device, precision: str) -> AbstractContextManager:
     """Autocast context for the forward pass; BatchNorm and the loss stay fp32 under it."""
     if precision == "fp32":
         return contextlib.nullcontext()

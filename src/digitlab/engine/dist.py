@@ -37,12 +37,19 @@ def detect() -> DistInfo:
     )
 
 
+def rank_device(info: DistInfo, device: torch.device) -> torch.device:
+    """This rank's device: its own GPU (``LOCAL_RANK``) under torchrun, else ``device`` itself."""
+    if info.enabled and device.type == "cuda":
+        return torch.device("cuda", info.local_rank)
+    return device
+
+
 def setup(info: DistInfo, device: torch.device) -> torch.device:
     """Join the process group (nccl on GPUs, gloo on CPU) and return this rank's device."""
     if not info.enabled:
         return device
+    device = rank_device(info, device)
     if device.type == "cuda":
-        device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
     if not torch_dist.is_initialized():
         torch_dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")

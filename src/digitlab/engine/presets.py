@@ -20,7 +20,9 @@ class Preset:
     train: dict = field(default_factory=dict)
 
 
-# The seeds' recipes, as they wrote them (optimizer, lr, epochs, batch); they now run on the fast data path.
+# The seeds' recipes, as they wrote them (optimizer, lr, epochs, batch, input normalisation: seeds 001, 003
+# and 004 fed ToTensor()'s raw [0, 1] pixels, 002's CIFAR Net Normalize(0.5, 0.5)), on the fast data path.
+# Precision stays auto (bf16 where the CPU has it); `--precision fp32` computes as the seeds did.
 _SEED = dict(schedule="none", label_smoothing=0.0, weight_decay=0.0, nesterov=False, momentum=0.0, tta=False)
 
 # digitlab's own recipes: Nesterov SGD with a one-cycle schedule, label smoothing, bf16 where native.
@@ -55,8 +57,8 @@ PRESETS: dict[str, Preset] = {
         ),
     ),
     "seed001": Preset(
-        "seed 001: cnn-k, SGD lr 0.01, 5 epochs, batch 32",
-        data=dict(dataset="mnist", augment="none"),
+        "seed 001: cnn-k, SGD lr 0.01, 5 epochs, batch 32, raw pixels",
+        data=dict(dataset="mnist", augment="none", normalize="none"),
         model=dict(model="cnn-k"),
         train=dict(_SEED, optimizer="sgd", lr=0.01, epochs=5, batch_size=32),
     ),
@@ -73,8 +75,8 @@ PRESETS: dict[str, Preset] = {
         train=dict(_SEED, optimizer="sgd", lr=0.01, momentum=0.5, epochs=1, batch_size=64),
     ),
     "seed002-cifar": Preset(
-        "seed 002: cifar-net on CIFAR-10, Adam lr 0.001, 10 epochs, batch 128",
-        data=dict(dataset="cifar10", augment="none"),
+        "seed 002: cifar-net on CIFAR-10, Adam lr 0.001, 10 epochs, batch 128, normalised 0.5/0.5",
+        data=dict(dataset="cifar10", augment="none", normalize="0.5"),
         model=dict(model="cifar-net"),
         train=dict(_SEED, optimizer="adam", lr=0.001, epochs=10, batch_size=128),
     ),
@@ -85,14 +87,14 @@ PRESETS: dict[str, Preset] = {
         train=dict(_SEED, optimizer="adam", lr=0.001, epochs=10, batch_size=128),
     ),
     "seed003": Preset(
-        "seed 003: lenet5, Adam lr 0.001, 10 epochs, batch 64",
-        data=dict(dataset="mnist", augment="none"),
+        "seed 003: lenet5, Adam lr 0.001, 10 epochs, batch 64, raw pixels",
+        data=dict(dataset="mnist", augment="none", normalize="none"),
         model=dict(model="lenet5"),
         train=dict(_SEED, optimizer="adam", lr=0.001, epochs=10, batch_size=64),
     ),
     "seed004": Preset(
-        "seed 004: cnn-004, Adam lr 0.001, 5 epochs, batch 500",
-        data=dict(dataset="mnist", augment="none"),
+        "seed 004: cnn-004, Adam lr 0.001, 5 epochs, batch 500, raw pixels",
+        data=dict(dataset="mnist", augment="none", normalize="none"),
         model=dict(model="cnn-004"),
         train=dict(_SEED, optimizer="adam", lr=0.001, epochs=5, batch_size=500),
     ),

@@ -48,7 +48,7 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: 
     right = (pred == labels).float()
     edges = torch.linspace(0, 1, bins + 1)
     ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         m = (conf > lo) & (conf <= hi)
         if m.any():
             ece += m.float().mean().item() * abs(conf[m].mean().item() - right[m].mean().item())
@@ -69,15 +69,3 @@ def calibration_summary(logits: torch.Tensor, labels: torch.Tensor, temperature:
         out["nll_calibrated"] = round(nll(logits, labels, temperature), 5)
         out["ece_calibrated"] = round(expected_calibration_error((logits / temperature).softmax(1), labels), 5)
     return out
-
-
-def calibrate_checkpoint(ckpt: dict, data) -> tuple[float, float, float]:
-    """Fit ``ckpt``'s temperature on ``data``'s test split, one view per image as `digitlab predict`
-    reads them; returns (temperature, NLL before, NLL after). The checkpoint is not changed."""
-    from digitlab.engine.checkpoint import model_from_checkpoint
-    from digitlab.engine.train import evaluate
-
-    model = model_from_checkpoint(ckpt, data.test_x.device)
-    logits = evaluate(model, data.test_x, data.test_y, tuple(ckpt["mean"]), tuple(ckpt["std"])).logits
-    t = fit_temperature(logits, data.test_y)
-    return t, nll(logits, data.test_y), nll(logits, data.test_y, t)

@@ -44,27 +44,58 @@ def _series(history: list[dict], key: str) -> tuple[list, list]:
     return [e for e, _ in pts], [v for _, v in pts]
 
 
-def plot_curves(history: list[dict], path: str | Path) -> Path:
-    """Loss and accuracy per epoch for train and test, side by side (seed 001's figure).
+def plot_curves(history: list[dict], path: str | Path | None = None, *, steps: list[float] | None = None) -> Figure:
+    """Training loss at every step with each evaluated epoch's test point over it, and accuracy.
+
+    The x axis counts steps (epochs on the top axis), so a one-epoch run is a curve of its steps
+    rather than a single point. Without ``steps`` (runs from before step losses were kept) the
+    curves are per epoch, as seed 001 drew them.
 
     Args:
-        history: one dict per epoch with keys epoch, train_loss, train_acc, test_loss,
-            test_acc (and time, unused here); missing or None values are skipped.
-        path: PNG to write.
+        history: metrics.csv rows: epoch, train_loss, train_acc, test_loss, test_acc and ``step``
+            (the global step at the epoch's end); missing or None values are skipped.
+        path: PNG to write; None: only return the figure.
+        steps: each training step's loss, in order (``last.pt``'s ``step_losses``).
     """
+    per_step = bool(steps) and all(row.get("step") for row in history)
+    key = "step" if per_step else "epoch"
     fig = Figure(figsize=(10, 3.5), dpi=100)
     ax_loss, ax_acc = fig.subplots(1, 2)
-    for ax, metric, name in ((ax_loss, "loss", "Loss"), (ax_acc, "acc", "Accuracy")):
-        for split, style in (("train", "o-"), ("test", "s-")):
-            x, y = _series(history, f"{split}_{metric}")
-            if x:
-                ax.plot(x, y, style, label=f"{split} {metric}", markersize=4)
-        ax.set_xlabel("epoch")
+    if per_step:
+        n = len(steps)
+        window = max(1, n // 50)
+        smooth = np.convolve(steps, np.ones(window) / window, mode="valid")
+        ax_loss.plot(range(1, n + 1), steps, "-", color="C0", lw=0.6, alpha=0.3, label="train loss (each step)")
+        if window > 1:
+            ax_loss.plot(range(window, n + 1), smooth, "-", color="C0", label=f"train loss (mean of {window} steps)")
+    else:
+        x, y = _points(history, key, "train_loss")
+        ax_loss.plot(x, y, "o-", color="C0", label="train loss", markersize=4)
+    x, y = _points(history, key, "test_loss")
+    if x:
+        ax_loss.plot(x, y, "s-", color="C1", label="test loss (per epoch)", markersize=5)
+    for split, style, color in (("train", "o-", "C0"), ("test", "s-", "C1")):
+        x, y = _points(history, key, f"{split}_acc")
+        if x:
+            ax_acc.plot(x, y, style, color=color, label=f"{split} accuracy (per epoch)", markersize=5)
+    for ax, name in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        ax.set_xlabel(key)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(f"Training and test {name.lower()}")
+        ax.set_title(f"Training and test {name}")
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper right" if metric == "loss" else "lower right")
-    return _save(fig, path)
+        ax.legend(loc="upper right" if name == "loss" else "lower right", fontsize=8)
+        if per_step:  # epochs on top, so the steps can be read as epochs too
+            per_epoch = history[0]["step"] / history[0]["epoch"]
+            top = ax.secondary_xaxis("top", functions=(lambda s, k=per_epoch: s / k, lambda e, k=per_epoch: e * k))
+            top.set_xlabel("epoch")
+            top.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return _finish(fig, path)
+
+
+def _points(history: list[dict], x_key: str, key: str) -> tuple[list, list]:
+    # Rows may lack a test value (evaluated every N epochs only): plot the points that exist.
+    pts = [(row[x_key], row[key]) for row in history if row.get(key) is not None]
+    return [x for x, _ in pts], [v for _, v in pts]
 
 
 def plot_confusion(cm, classes: list[str], path: str | Path | None = None) -> Figure:

@@ -15,10 +15,12 @@ from dataclasses import asdict, replace
 
 import torch
 
-from digitlab.config import RunConfig, TrainConfig
+from digitlab.config import DataConfig, RunConfig, TrainConfig
 from digitlab.data.base import ImageData
 from digitlab.engine.device import resolve_device
+from digitlab.engine.dist import DistInfo
 from digitlab.engine.optim import build_optimizer
+from digitlab.engine.plan import resolve
 from digitlab.engine.train import evaluate, train_one_epoch
 from digitlab.models import create_model
 from digitlab.models.mlp import mlp_params
@@ -46,20 +48,10 @@ def _train_and_test(name: str, kwargs: dict, data: ImageData, cfg: RunConfig, de
     generator = torch.Generator().manual_seed(t.seed)  # the same batch order, too
     model = create_model(name, **kwargs).to(device)
     optimizer = build_optimizer(model, t)
-    steps = -(-data.train_x.shape[0] // t.batch_size) * t.epochs
+    plan = resolve(cfg, data, device, DistInfo())  # cfg says fp32 and no augmentation
     step = 0
     for _ in range(t.epochs):
-        _, step = train_one_epoch(
-            model,
-            optimizer,
-            data,
-            cfg,
-            step=step,
-            total_steps=steps,
-            generator=generator,
-            precision="fp32",
-            aug_kind="none",  # augmentation would move pixels the MLP cannot follow
-        )
+        _, step, _ = train_one_epoch(model, optimizer, data, plan, step=step, generator=generator)
     return evaluate(model, data.test_x, data.test_y, data.mean, data.std).accuracy
 
 
@@ -93,6 +85,7 @@ def run_permuted(
     """
     dev = resolve_device(device)
     cfg = RunConfig(
+        data=DataConfig(augment="none"),  # augmentation would move pixels the MLP cannot follow
         train=TrainConfig(
             epochs=epochs,
             batch_size=batch_size,
@@ -107,7 +100,7 @@ def run_permuted(
             device=str(dev),
             precision="fp32",
             channels_last=False,
-        )
+        ),
     )
     shape = {"num_classes": data.num_classes, "in_channels": data.channels, "image_size": data.image_size}
     cnn_args = {**shape, "n_feature": n_feature}

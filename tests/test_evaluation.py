@@ -1,0 +1,69 @@
+"""One evaluation: train and eval report the same fp32 accuracy, in one eval.json schema, side by side."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from digitlab.cli import main
+from digitlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from digitlab.engine.evaluation import EVAL_KEYS, default_eval_dir, evaluate
+from digitlab.engine.plan import trained_with_tta
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A bf16-trained digits run with shift augmentation (so its final evaluation averages TTA views)."""
+    root = tmp_path_factory.mktemp("runs")
+    args = ["train", "--dataset", "digits", "--model", "fast", "--width", "8", "--epochs", "2", "--augment", "shift"]
+    assert main(args + ["--precision", "bf16", "--runs-dir", str(root), "--name", "r", "-q"]) == 0
+    return root / "r"
+
+
+def test_train_reports_the_fp32_accuracy_that_eval_reports(run, capsys):
+    trained = json.loads((run / "eval.json").read_text())
+    last = load_checkpoint(run / "last.pt")
+    assert last["config"]["train"]["precision"] == "bf16" and trained["tta"] is True
+    assert last["metrics"]["test_acc"] == trained["accuracy"]
+    from digitlab.data import load_dataset
+
+    data = load_dataset("digits")
+    fp32 = evaluate(model_from_checkpoint(last), data.test_x, data.test_y, last["mean"], last["std"], tta=True)
+    assert trained["accuracy"] == pytest.approx(fp32.accuracy, abs=1e-9)  # fp32, whatever the training precision
+    capsys.readouterr()
+    assert main(["eval", str(run / "last.pt"), "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["accuracy"] == trained["accuracy"] and trained_with_tta(last)
+
+
+def test_one_eval_json_schema_for_train_and_eval(run, capsys):
+    trained = json.loads((run / "eval.json").read_text())
+    assert main(["eval", str(run), "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert list(trained)[: len(EVAL_KEYS)] == list(EVAL_KEYS) == list(evaluated)[: len(EVAL_KEYS)]
+    assert set(trained) == set(evaluated)
+    assert trained["epoch"] == evaluated["epoch"] == 2 and trained["dataset"] == evaluated["dataset"] == "digits"
+    assert trained["calibration"]["temperature"] == load_checkpoint(run / "last.pt")["temperature"]
+    assert evaluated["checkpoint"].endswith("best.pt") and trained["checkpoint"].endswith("last.pt")
+
+
+def test_eval_writes_beside_training_outputs_without_replacing_them(run, tmp_path, capsys):
+    before = {n: (run / n).read_bytes() for n in ("eval.json", "report.txt", "errors.png", "confusion.png")}
+    assert main(["eval", str(run), "--no-tta"]) == 0
+    assert {n: (run / n).read_bytes() for n in before} == before
+    own = run / "eval-best"
+    assert default_eval_dir(run / "best.pt") == own
+    assert json.loads((own / "eval.json").read_text())["tta"] is False and (own / "report.txt").exists()
+    assert main(["eval", str(run), "--out", str(tmp_path / "mine")]) == 0
+    assert (tmp_path / "mine" / "eval.json").exists()
+    assert str(own) in capsys.readouterr().out
+
+
+def test_a_checkpoint_outside_a_run_is_evaluated_into_the_current_folder(run, tmp_path, monkeypatch):
+    loose = tmp_path / "models" / "m.pt"
+    loose.parent.mkdir()
+    loose.write_bytes((run / "best.pt").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", str(loose)]) == 0
+    assert (tmp_path / "eval-m" / "eval.json").exists() and not (loose.parent / "eval.json").exists()
