@@ -63,6 +63,19 @@ def render(result: dict) -> Table:
             table.add_row(f"{name}: compile seconds", f"{r['compile_seconds']:.1f} s")
     inf = result["inference"]
     for p, s in inf["batch_1000_images_per_s"].items():
+    if "cifar10" in result:
+        c = result["cifar10"]
+        table.add_row(f"{c['dataset']}: load (before the clock)", f"{c['load_seconds']:.2f} s")
+        table.add_row(
+            f"{c['preset']} on CIFAR-10: final test accuracy",
+            _fmt({k: 100 * v for k, v in c["final_acc"].items() if k != "values"}, "%", 2),
+        )
+        table.add_row(f"{c['preset']} on CIFAR-10: train seconds", _fmt(c["train_seconds"], " s"))
+        for t in sorted(k[len("reached_") :] for k in c if k.startswith("reached_")):
+            table.add_row(
+                f"{c['preset']}: time to {100 * float(t):.0f}% ({c[f'reached_{t}']}/{len(c['runs'])} runs)",
+                _fmt(c[f"time_to_{t}"], " s"),
+            )
         table.add_row(f"{inf['model']} inference batch 1000 {p} img/s", _fmt(s, "", 0))
     lat = inf["single_image_ms"]
     table.add_row(f"{inf['model']} single image p50 / p99", f"{lat['p50']:.2f} / {lat['p99']:.2f} ms")
@@ -78,6 +91,9 @@ def bench(
         None, help="Where the MNIST files are (default: $DIGITLAB_DATA, then the cache)."
     ),
     device: str = typer.Option("cpu", help="cpu or cuda."),
+    cifar: bool = typer.Option(
+        False, "--cifar", help="Also CIFAR-10's time to 90/93/94% with --preset cifar-fast-cpu (minutes on a CPU)."
+    ),
     compile: bool | None = typer.Option(
         None, "--compile/--no-compile", help="Also measure torch.compile (default: yes, except with --quick)."
     ),
@@ -93,6 +109,7 @@ def bench(
         device=device,
         compile=compile,
         argv=sys.argv[1:],
+        cifar=cifar,
         log=lambda m: console.print(f"[dim]{m}[/]"),
     )
     console.print(render(result))

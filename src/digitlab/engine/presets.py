@@ -131,6 +131,14 @@ PRESETS: dict[str, Preset] = {
         model=dict(model="fast-cifar"),
         train=dict(_ONECYCLE, lr=0.2, label_smoothing=0.2, epochs=10, batch_size=512, tta=True),
     ),
+    # The same recipe and code path for a few CPU cores: airbench's net narrowed (models/cifar_fast.py).
+    "cifar-fast-cpu": Preset(
+        "CIFAR-10 on a CPU, airbench-style: fast-cifar-cpu (32/64/128), 8 epochs, one-cycle lr 0.2, batch 256, "
+        "crop+flip, label smoothing 0.2, bf16 where native, flip TTA",
+        data=dict(dataset="cifar10", augment="crop-flip"),
+        model=dict(model="fast-cifar-cpu"),
+        train=dict(_ONECYCLE, lr=0.2, label_smoothing=0.2, epochs=8, batch_size=256, tta=True),
+    ),
 }
 
 

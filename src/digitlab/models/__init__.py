@@ -4,7 +4,7 @@ Each model file registers its models when imported; this is where they are impor
 way), so the registry itself imports no model file and nothing imports in a circle.
 """
 
-from digitlab.models import cnn, fast, lenet, mlp, vgg  # noqa: F401  (each registers its models)
+from digitlab.models import cifar_fast, cnn, fast, lenet, mlp, vgg  # noqa: F401  (each registers its models)
 from digitlab.models.registry import (
     ModelInfo,
     create_model,
