@@ -46,9 +46,16 @@ _KEY_TYPES = (str, bytes, int, float, bool, type(None))
 _RECONSTRUCT = np.ndarray(0).__reduce__()[0]
 _SCALAR = np.float64(0).__reduce__()[0]
 _FROMBUFFER = np.zeros(1, np.uint8).__reduce_ex__(5)[0]  # protocol-5 pickles of arrays
+
+
 # What a pickle gets for ``numpy.ndarray``: only ``_reconstruct`` accepts it. Calling the class
 # itself would allocate any shape uninitialised (np.ndarray((100000, 3072)) is 2.4 GB).
-_NDARRAY = object()
+class _NdarrayClass:
+    def __call__(self, *args: object, **kwargs: object) -> None:
+        raise pickle.UnpicklingError("refusing to call numpy.ndarray (it allocates any shape uninitialised)")
+
+
+_NDARRAY = _NdarrayClass()
 
 
 def _reconstruct(cls: object, shape: object, dtype_code: object) -> np.ndarray:

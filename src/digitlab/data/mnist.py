@@ -170,7 +170,7 @@ def _pair(images_path: Path, labels_path: Path, num_classes: int) -> tuple[torch
         bad = ~np.isfinite(labels) | (labels != np.round(labels))
         if bad.any():
             i = int(np.argmax(bad))
-            raise DigitlabError(f"{labels_path}: labels must be whole numbers, label {i} is {labels[i]!r}")
+            raise DigitlabError(f"{labels_path}: labels must be whole numbers, label {i} is {labels[i]}")
     if labels.min() < 0 or labels.max() >= num_classes:  # finite here, so min/max are exact
         found = f"{labels.min():g}..{labels.max():g}"
         raise DigitlabError(f"{labels_path}: labels must be in 0..{num_classes - 1}, found {found}")
