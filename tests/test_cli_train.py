@@ -119,6 +119,9 @@ def test_out_of_range_numbers_are_refused_before_any_work(tmp_path, capsys, flag
         ("--dataset", "nope", "mnist"),
         ("--optimizer", "nope", "adadelta"),
         ("--precision", "nope", "bf16"),
+        ("--augment", "nope", "auto"),  # the config's own value is listed too
+        ("--model", "lenet", "did you mean 'lenet5'?"),
+        ("--dataset", "mnst", "did you mean 'mnist'?"),
     ],
 )
 def test_unknown_names_list_the_valid_ones(tmp_path, capsys, flag, value, valid):

@@ -65,3 +65,18 @@ def test_download_command(tmp_path, isolated_data_env, capsys):
     tiny_mnist(tmp_path / "mnist")
     assert main(["data", "download", "mnist", "--data-dir", str(tmp_path)]) == 0
     assert "already at" in capsys.readouterr().out
+
+
+def test_skipped_images_are_one_warning_line(tmp_path, isolated_data_env, capsys):
+    """An unreadable file is reported once, as `warning: ...` (it was printed twice: a log line, then a
+    Python UserWarning with its source line)."""
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (12, 12), dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
+    (tmp_path / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    assert main(["data", "info", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("skipped 1 unreadable image file") == 1, err
+    assert err.startswith("warning: skipped 1 unreadable") and "UserWarning" not in err and "warnings.warn" not in err

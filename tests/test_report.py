@@ -80,3 +80,14 @@ def test_format_report():
     text = format_report(compute_metrics(y, probs.argmax(1), CLASSES))
     assert text.startswith("accuracy 0.5000 on 6 samples")
     assert "macro precision" in text and "a → b: 1" in text
+
+
+def test_one_error_is_singular(tmp_path):
+    """The report once said "1 errors"."""
+    y = torch.tensor([0, 1, 2])
+    probs = torch.tensor([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.7, 0.2, 0.1]])  # only c -> a is wrong
+    metrics = write_report(tmp_path, y, probs, CLASSES, torch.zeros(3, 1, 28, 28, dtype=torch.uint8))
+    text = format_report(metrics)
+    assert "(1 error)" in text and "1 errors" not in text
+    metrics = write_report(tmp_path, torch.tensor([0, 1, 2]), probs.roll(1, 1), CLASSES, torch.zeros(3, 1, 8, 8))
+    assert "(3 errors)" in format_report(metrics)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from typing import Any
 
-from digitlab.errors import DigitlabError
+from digitlab.errors import DigitlabError, unknown_name
 
 
 def option(default: Any, help: str, *, flag: str | None = None, default_text: str | None = None) -> Any:
@@ -181,3 +181,9 @@ def check_config(cfg: RunConfig) -> None:
             problems.append(f"--{name.replace('_', '-')} must be {want}, got {v}")
     if problems:
         raise DigitlabError("; ".join(problems))
+    # The loader owns the augmentation kinds (it imports torch, so it is imported only here, when a
+    # run is checked); "auto" is the config's own value, resolved per dataset before training.
+    from digitlab.data.loader import AUGMENTATIONS
+
+    if cfg.data.augment != "auto" and cfg.data.augment not in AUGMENTATIONS:
+        raise unknown_name("augmentation", cfg.data.augment, ["auto", *AUGMENTATIONS])

@@ -6,6 +6,8 @@ the package when it runs, so `digitlab --help` and usage errors answer without l
 
 from __future__ import annotations
 
+import warnings
+
 import click
 
 # Explicit imports: each module registers its commands on `app`.
@@ -27,8 +29,19 @@ from digitlab.cli.app import app
 from digitlab.errors import DigitlabError
 
 
+def _show_warning(message: Warning | str, category: type, filename: str, lineno: int, file=None, line=None) -> None:
+    """A warning for a person at a terminal: one line, without Python's source-line echo."""
+    click.echo(f"warning: {message}", err=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning DigitlabError into a one-line message and exit code 2."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _run(argv)
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         rc = app(args=argv, prog_name="digitlab", standalone_mode=False)
         # With standalone_mode=False, click returns typer.Exit's code instead of raising it.

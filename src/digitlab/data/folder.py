@@ -128,8 +128,8 @@ def _split(labels: np.ndarray, classes: list[str]) -> tuple[np.ndarray, np.ndarr
 
 def _warn_skipped(skipped: list[str], where: str) -> None:
     if skipped:
+        # A warning, not also a log line: the CLI shows each warning once, as one line.
         msg = f"skipped {len(skipped)} unreadable image file(s) under {where}; first: {skipped[0]}"
-        log.warning(msg)
         warnings.warn(msg, stacklevel=3)
 
 

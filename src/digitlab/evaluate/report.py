@@ -13,6 +13,11 @@ from digitlab.evaluate.metrics import compute_metrics
 from digitlab.evaluate.plots import plot_confusion
 
 
+def plural(n: int, word: str) -> str:
+    """ "1 error", "2 errors"."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _worst_errors(y_true: np.ndarray, probs: np.ndarray, max_errors: int) -> np.ndarray:
     """Indices of misclassified samples, most confidently wrong first."""
     pred = probs.argmax(1)
@@ -70,7 +75,7 @@ def write_report(
         images[idx],
         [f"{e['true']}→{e['pred']} ({e['p']:.2f})" for e in metrics["worst_errors"]],
         out / "errors.png",
-        title=f"{len(worst)} most confident of {metrics['n_errors']} errors (true→pred (p))",
+        title=f"{len(worst)} most confident of {plural(metrics['n_errors'], 'error')} (true→pred (p))",
         title_colors=["firebrick"] * len(worst),
     )
     (out / "report.txt").write_text(format_report(metrics) + "\n", encoding="utf-8")
@@ -85,7 +90,7 @@ def format_report(metrics: dict) -> str:
     lines = [
         f"accuracy {metrics['accuracy']:.4f} on {metrics['n']} samples"
         + (f" of {metrics['dataset']}" if metrics.get("dataset") else "")
-        + (f" ({metrics['n_errors']} errors)" if "n_errors" in metrics else ""),
+        + (f" ({plural(metrics['n_errors'], 'error')})" if "n_errors" in metrics else ""),
         f"macro precision {metrics['macro_precision']:.4f}  recall {metrics['macro_recall']:.4f}"
         f"  F1 {metrics['macro_f1']:.4f}",
         "",
