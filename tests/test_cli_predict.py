@@ -123,3 +123,24 @@ def test_percent_never_rounds_a_probability_up_to_certainty():
         "0.1%",
         "<0.1%",
     ]
+
+
+def test_a_file_named_twice_is_read_once(tmp_path):
+    """A folder and a glob (or two spellings of a path) that match the same file read it once."""
+    (tmp_path / "sub").mkdir()
+    for name in ("a.png", "sub/b.png"):
+        seven(tmp_path / name)
+    got = expand_inputs([str(tmp_path), str(tmp_path / "*.png"), str(tmp_path / "sub" / ".." / "a.png")])
+    assert got == [str(tmp_path / "a.png"), str(tmp_path / "sub" / "b.png")]
+
+
+@pytest.mark.parametrize("task, header", [("digits", "top-k / per digit"), ("images", "top-k")])
+def test_table_header_fits_the_task(task, header):
+    """A CIFAR-10 model gives one class per image: its table does not say "per digit"."""
+    from digitlab.cli.output import Console
+    from digitlab.cli.predict import print_table
+
+    console = Console(record=True, width=200)
+    print_table([], console, {"name": "m", "task": task})
+    text = console.export_text()
+    assert header in text and ("per digit" in text) == (task == "digits")

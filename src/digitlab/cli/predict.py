@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 from pathlib import Path
 
 import typer
@@ -21,7 +22,8 @@ GLOB_CHARS = set("*?[")
 
 
 def expand_inputs(items: list[str]) -> list[str]:
-    """Files as given, folders as their images (recursively, sorted), globs as their matches.
+    """Files as given, folders as their images (recursively, sorted), globs as their matches; each file
+    once, in the order first named (a folder and a glob that both match a file read it once).
 
     A path that does not exist and matches nothing is kept, so it is reported as an error.
     """
@@ -39,7 +41,14 @@ def expand_inputs(items: list[str]) -> list[str]:
             out += files if files else [item]
         else:
             out.append(item)
-    return out
+    seen: set[str] = set()
+    unique = []
+    for f in out:  # the same file by two spellings (dir/a.png, dir//a.png, ./dir/a.png) counts once
+        key = os.path.normcase(os.path.abspath(f))
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique
 
 
 def percent(p: float) -> str:
@@ -59,7 +68,8 @@ def print_table(preds, console: Console, model_info: dict) -> None:
     table.add_column("image", overflow="fold")
     table.add_column("result", style="bold")
     table.add_column("probability", justify="right")
-    table.add_column("top-k / per digit")
+    # A digit model reads numbers digit by digit; any other model gives one class per image.
+    table.add_column("top-k / per digit" if model_info["task"] == "digits" else "top-k")
     table.add_column("status")
     for p in preds:
         if p.status == "error":
