@@ -481,3 +481,22 @@ def test_image_folder_train_eval_predict(tmp_path, isolated_data_env, capsys):
 def test_serve_rejects_bad_log_level(capsys):
     assert main(["serve", "--log-level", "loud"]) == 2
     assert "unknown log level 'loud'" in capsys.readouterr().err
+
+
+def test_serve_on_a_busy_port_fails_before_saying_it_serves(capsys, monkeypatch):
+    """A port in use is one error line, before the model loads and before "serving on ..." is printed."""
+    import socket
+
+    import digitlab.web.app
+
+    def must_not_load(**kw):
+        raise AssertionError("the model was loaded before the port was checked")
+
+    monkeypatch.setattr(digitlab.web.app, "create_app", must_not_load)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 2
+    out, err = capsys.readouterr()
+    assert f"port {port} on 127.0.0.1 is in use" in err and "serving on" not in out

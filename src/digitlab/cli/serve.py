@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import socket
 from pathlib import Path
 
 import typer
@@ -31,6 +33,23 @@ def served_names(host: str, loopback: bool) -> list[str]:
     if loopback:
         names += ["localhost", "127.0.0.1"]
     return list(dict.fromkeys(names))
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port that cannot be bound (in use, or privileged) before the model loads and before
+    "serving on ..." is printed; uvicorn would only fail after both. Binds as uvicorn does (SO_REUSEADDR)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise DigitlabError(f"cannot serve on --host {host}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            why = "is in use (another server?)" if exc.errno == errno.EADDRINUSE else f"cannot be used: {exc.strerror}"
+            raise DigitlabError(f"port {port} on {host} {why}; pass --port with a free one") from None
 
 
 @app.command()
@@ -69,6 +88,7 @@ def serve(
     """
     if log_level not in LOG_LEVELS:
         raise DigitlabError(f"unknown log level {log_level!r}; choose one of: {', '.join(LOG_LEVELS)}")
+    check_port(host, port)
     import torch
     import uvicorn
 
