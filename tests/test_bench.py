@@ -80,3 +80,36 @@ def test_bench_times_the_engines_own_step(monkeypatch, tiny_data):
     monkeypatch.setattr(train_mod, "train_step", spy)
     step, _ = seed_step("mlp", tiny_data(n_train=200), precision="fp32", batch_size=32)
     assert _positive(images_per_second(step, 3)) and calls == ["fp32"] * 5  # 2 warm-up steps, 3 timed
+
+
+def test_quick_render_says_it_is_a_smoke_run():
+    """`bench --quick`'s ~11% accuracy once printed like a result."""
+    from digitlab.cli.bench import render
+    from digitlab.cli.output import Console
+
+    spread = {"median": 0.11, "min": 0.11, "max": 0.11, "values": [0.11]}
+    result = {
+        "quick": True,
+        "repeats": 1,
+        "provenance": {"cpu": "x", "torch_threads": 1},
+        "time_to_accuracy": {
+            "fast": {
+                "final_acc": spread,
+                "train_seconds": spread,
+                "runs": [{}],
+                **{f"reached_{t}": 0 for t in ("0.990", "0.995")},
+                **{f"time_to_{t}": None for t in ("0.990", "0.995")},
+            }
+        },
+        "command_wall": {"wall_seconds": spread, "peak_rss_mb": spread},
+        "throughput": {},
+        "inference": {"model": "fast", "batch_1000_images_per_s": {}, "single_image_ms": {"p50": 1.0, "p99": 1.0}},
+    }
+    console = Console(record=True, width=200)
+    console.print(render(result))
+    text = console.export_text()
+    assert "final test accuracy (smoke run, not a result)" in text
+    assert "its numbers are not measurements" in " ".join(text.split())  # the caption, wrapped to the table
+    console = Console(record=True, width=200)
+    console.print(render(result | {"quick": False}))
+    assert "smoke" not in console.export_text()
