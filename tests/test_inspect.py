@@ -172,6 +172,8 @@ def test_cli_inspect_writes_both_figures_into_the_run(tmp_path, capsys):
         assert image.shape[0] > 200 and image.shape[1] > 200 and image.std() > 20
     assert main(["inspect", str(run)]) == 2
     assert "--filters, --feature-maps IMAGE" in capsys.readouterr().err
+    assert main(["inspect", str(tmp_path / "model.onnx"), "--filters"]) == 2
+    assert "not an ONNX file" in capsys.readouterr().err
 
 
 def test_predict_explain_adds_where_the_model_looked(tmp_path, capsys):

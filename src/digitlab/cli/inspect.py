@@ -33,6 +33,8 @@ def inspect_cmd(
 
     if not filters and feature_maps is None:
         raise DigitlabError("say what to draw: --filters, --feature-maps IMAGE, or both")
+    if checkpoint.lower().endswith(".onnx"):
+        raise DigitlabError("inspect reads a PyTorch checkpoint (best.pt or its run folder), not an ONNX file")
     folder = out if out is not None else Path(checkpoint) if Path(checkpoint).is_dir() else Path.cwd()
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt)  # the trained layers as they are (the predictor's copy has BatchNorm folded)
