@@ -51,7 +51,7 @@ def show(
         idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
     titles = [data.classes[int(label)] for label in y[idx]]
     out = out or Path(f"{_slug(data.name)}-{split}.png")
-    path = save_image_grid(x[idx], titles, out, ncols=10, title=f"{data.name} ({split}, {n} of {x.shape[0]})")
+    path = save_image_grid(x[idx], titles, out, ncols=10, title=f"{data.label} ({split}, {n} of {x.shape[0]})")
     Console().print(f"wrote {path}")
 
 
