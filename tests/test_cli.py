@@ -341,6 +341,13 @@ def test_export_slims_a_checkpoint_that_still_predicts(mnist_dir, isolated_data_
     assert load_checkpoint(target)["model_name"] == "cnn-small"
     assert main(["export", str(out)]) == 2  # neither OUT nor --as-default
     assert "either an output path" in capsys.readouterr().err
+    # ... but never into an installed package (site-packages): that is not the user's file to change.
+    installed = tmp_path / "venv" / "lib" / "site-packages" / "digitlab" / "assets" / "default.pt"
+    monkeypatch.setattr(predictor_mod, "default_model_path", lambda must_exist=True: installed)
+    assert main(["export", str(out), "--as-default", "--full"]) == 2
+    err = capsys.readouterr().err
+    assert "would overwrite the installed package's model" in err and "--model model.pt" in err
+    assert not installed.exists()
 
 
 @pytest.mark.parametrize("preset", CIFAR_PRESETS)

@@ -42,6 +42,13 @@ def write_onnx(slim: dict, dest: Path, data) -> None:
     )
 
 
+def in_installed_package(path: Path) -> bool:
+    """Whether ``path`` lies in an installed package (site-packages), not in a source checkout. The
+    shipped model is replaced from a checkout, where it is committed; an installed copy is not the
+    user's to change, and pip would silently undo it."""
+    return any(part in ("site-packages", "dist-packages") for part in Path(path).resolve().parts)
+
+
 @app.command("export")
 def export_cmd(
     checkpoint: Path = typer.Argument(..., help="A checkpoint (best.pt, last.pt) or a run folder."),
@@ -68,8 +75,11 @@ def export_cmd(
         "tutorial's code loads with load_state_dict(strict=True).",
     ),
 ) -> None:
-    """Write an inference-only checkpoint: no optimizer, scheduler, RNG or history; float16 weights by
-    default; confidence calibrated on the test split."""
+    """Write a slim checkpoint for inference.
+
+    No optimizer, scheduler, RNG or history; float16 weights by default; confidence calibrated on
+    the test split.
+    """
     from digitlab.engine.checkpoint import load_checkpoint, save_checkpoint
     from digitlab.inference.predictor import default_model_path, slim_checkpoint
 
@@ -83,6 +93,12 @@ def export_cmd(
         raise DigitlabError("--seed-format writes a PyTorch state_dict; it cannot be combined with --format onnx")
     dest = default_model_path(must_exist=False) if as_default else out
     assert dest is not None  # one of the two, checked above
+    if as_default and in_installed_package(dest):
+        raise DigitlabError(
+            f"--as-default would overwrite the installed package's model ({dest}); write the model to a file "
+            f"(digitlab export {checkpoint} model.pt) and use it with --model model.pt, or export --as-default "
+            "from a source checkout (pip install -e .)"
+        )
     ckpt = load_checkpoint(checkpoint)
     if seed_format:
         write_seed_format(ckpt, dest)
