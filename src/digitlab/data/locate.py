@@ -190,7 +190,10 @@ def download_dir(dataset: str, data_dir: str | os.PathLike | None = None) -> Pat
 def expected_files(dataset: str) -> list[str]:
     """File names a user can put in place by hand."""
     if dataset == "cifar10":
-        return [CIFAR_TARBALL + "  (or the extracted cifar-10-batches-py/ folder)"]
+        return [
+            CIFAR_TARBALL + "  (or the extracted cifar-10-batches-py/ folder)",
+            "or a JPEG copy: cifar10-jpeg.tar.gz  (or its unpacked cifar10-jpeg/ folder with train/ and test/)",
+        ]
     if dataset in TEXT_FILES:
         return [name + ".gz" for name in TEXT_FILES[dataset]]
     return [stem + ".gz" for stem in IDX_FILES.values()]
