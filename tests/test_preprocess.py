@@ -484,3 +484,21 @@ def test_the_same_digit_in_every_framing_gives_the_same_input():
         for name, a in images.items():
             corr = np.corrcoef(ref.ravel(), a.ravel())[0, 1]
             assert corr > 0.85, (name, corr)  # a swapped ink and paper, or a split, is far below
+
+
+def antialiased_ring(side: int = 16) -> Image.Image:
+    """A USPS-style 0: drawn large, box-averaged down to 16 px (grey rims), filling the frame edge to edge."""
+    big = Image.new("L", (side * 8, side * 8), 0)
+    ImageDraw.Draw(big).ellipse((4, -2, side * 8 - 4, side * 8 + 2), outline=255, width=side * 2)
+    return big.resize((side, side), Image.Resampling.BOX)
+
+
+def test_a_ring_touching_every_edge_keeps_its_polarity(monkeypatch):
+    """Grey rims leave the frame no one even colour; the paper is still the level holding most of the frame."""
+    g = P.to_grayscale(antialiased_ring())
+    frame = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
+    assert 0.1 < (frame > 0.5).mean() < 1 / 3 and ((frame > 0.05) & (frame < 0.95)).mean() > 0.2
+    assert not P.has_light_background(g) and P.has_light_background(1.0 - g)
+    assert len(one(antialiased_ring()).image) == 28
+    monkeypatch.setattr(L, "TWO_LEVEL", 0.0)  # without the two-level rule, the tails decide: wrongly here
+    assert P.has_light_background(g)

@@ -29,6 +29,8 @@ FLAT_PAPER = 0.06  # paper whose brightness spans less than this (2nd-98th perce
 # a canvas, a screenshot, a scan; its one level is the background, however wide the strokes
 EVEN_FRAME = 0.6  # ... and a frame this much of which is within FLAT_PAPER / 2 of its median is that even
 # paper crossed by strokes (a digit cropped tight, its ink touching the edges)
+TWO_LEVEL = 0.2  # an image with under this share of its pixels in the middle half of its range is two-level ...
+FRAME_MAJORITY = 2 / 3  # ... and the level holding this much of its frame is the paper
 PAPER_MARGIN = 3  # ... counting only paper this many pixels (of the small copy) away from the ink: the
 # soft edges of blurred or enlarged strokes are not uneven light
 MIN_INK_CONTRAST = 0.2  # strongest strokes under 20% darker than the paper: blank (noise, texture)
@@ -119,6 +121,14 @@ def has_light_background(gray: np.ndarray) -> bool:
         # Most of the frame is one even colour (a canvas, a scan, a tight crop whose strokes run off
         # the edges): that colour is the paper, even when bold strokes cover much of the image.
         return bool(mid > otsu(small))
+    t = otsu(small)
+    lo, hi = np.percentile(small, [1, 99])
+    if hi - lo >= MIN_INK_CONTRAST and np.mean(np.abs(small - (lo + hi) / 2) < (hi - lo) / 4) < TWO_LEVEL:
+        # Two levels and little between (a bitmap, a clean scan, a size-normalised crop whose anti-aliased
+        # strokes leave the frame no one even colour): the paper is the level that holds most of the frame.
+        light = float(np.mean(frame > t))
+        if max(light, 1.0 - light) >= FRAME_MAJORITY:
+            return light > 0.5
     sigma = max(1.0, 0.1 * min(small.shape))
     d = small - _blur_small(small, sigma, truncate=3.0)
     q = np.percentile(d, [0.5, 1, 2, 5, 50, 95, 98, 99, 99.5])
