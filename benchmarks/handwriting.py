@@ -1,11 +1,18 @@
-"""How well does a model read realistic handwriting? digitlab's preprocessing vs the seeds' naive one.
+"""How well does a model read handwriting? digitlab's preprocessing vs the seeds' naive one.
 
-Generates the three kinds of ``digitlab.data.synth`` (phone photos, canvas drawings, written
-numbers) from MNIST *test* digits, reads them with ``Predictor`` (MNIST-style preprocessing,
-segmentation) and with the naive pipeline the seeds used (grayscale, resize to 28x28,
-normalise), and prints and writes the accuracy table.
+Real handwriting from other sources (``--real``, on by default when found): USPS train (16x16)
+and optdigits tra and cv (32x32), each as its raw images (white on black, framed tight) and as a
+paper scan (dark on white, 2x, with a margin; ``digitlab.evaluate.reading.present``), read the
+way ``digitlab predict`` reads, beside the naive pipeline and, with ``--baseline``, another model
+(the previous shipped one); with per-class recall and the most confused pairs.
+
+Synthetic handwriting: the three kinds of ``digitlab.data.synth`` (phone photos, canvas drawings,
+written numbers) generated from MNIST *test* digits, read with ``Predictor`` (MNIST-style
+preprocessing, segmentation) and with the naive pipeline the seeds used (grayscale, resize to
+28x28, normalise).
 
     python benchmarks/handwriting.py --data-dir ../shared/data/mnist --seeds 0 1
+    python benchmarks/handwriting.py --real-only --baseline local-data/default-old.pt
     python benchmarks/handwriting.py --model runs/x/best.pt --count 300 --numbers 100
 """
 
@@ -39,6 +46,84 @@ def naive_read(predictor: Predictor, path: Path) -> str:
     return predictor.classes[int(predictor._probabilities(x).argmax(1))]
 
 
+def naive_read_array(predictor: Predictor, img: Image.Image) -> np.ndarray:
+    """The seeds' pipeline on a PIL image: class probabilities (K,)."""
+    small = img.convert("L").resize((28, 28), Image.Resampling.BILINEAR)
+    x = torch.from_numpy(np.asarray(small, dtype=np.float32) / 255.0)
+    x = ((x - predictor.mean[0]) / predictor.std[0]).view(1, 1, 28, 28)
+    return predictor._probabilities(x)[0].numpy()
+
+
+REAL_SETS = (("usps", "train"), ("optdigits", "train"), ("optdigits", "test"))  # optdigits: tra, cv
+
+
+def confusions(y: np.ndarray, pred: np.ndarray, classes: list[str]) -> dict:
+    """Per-class recall and the most confused pairs (pred == len(classes): not one digit, shown as '?')."""
+    names = [*classes, "?"]
+    recall = {c: float(np.mean(pred[y == i] == i)) for i, c in enumerate(classes) if (y == i).any()}
+    pairs: dict[tuple[int, int], int] = {}
+    for t, p in zip(y, pred, strict=True):
+        if t != p:
+            pairs[(int(t), int(p))] = pairs.get((int(t), int(p)), 0) + 1
+    top = sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[:8]
+    return {"recall": recall, "confused": [f"{names[t]}->{names[p]}: {n}" for (t, p), n in top]}
+
+
+def real_rows(models: dict[str, Predictor], data_dir: str | None) -> list[dict]:
+    """Each real development set, raw and as paper, read by each model and by the naive pipeline."""
+    from digitlab.data import load_dataset
+    from digitlab.errors import DigitlabError
+    from digitlab.evaluate.reading import PRESENTATIONS, present, read_images
+
+    rows = []
+    for name, split in REAL_SETS:
+        try:
+            data = load_dataset(name, data_dir, download=False, progress=False)
+        except DigitlabError as exc:
+            print(f"skipping {name}: {str(exc).splitlines()[0]}", flush=True)
+            continue
+        x, y = (data.train_x, data.train_y) if split == "train" else (data.test_x, data.test_y)
+        label = {"usps": "usps train", "optdigits": f"optdigits {'tra' if split == 'train' else 'cv'}"}[name]
+        for presentation in PRESENTATIONS:
+            row: dict = {"set": label, "presentation": presentation, "images": int(x.shape[0])}
+            for who, predictor in models.items():
+                t0 = time.perf_counter()
+                r = read_images(predictor, x, presentation)
+                ms = (time.perf_counter() - t0) * 1000 / max(1, x.shape[0])
+                pred = r.probs.argmax(1).numpy()
+                row[who] = {
+                    "accuracy": float(np.mean(pred == y.numpy())),
+                    "no_digit": r.n_empty,
+                    "several_digits": r.n_split,
+                    "ms_per_image": ms,
+                    **confusions(y.numpy(), pred, predictor.classes),
+                }
+            first = next(iter(models.values()))
+            naive = np.array([naive_read_array(first, present(a, presentation)).argmax() for a in x[:, 0].numpy()])
+            row["naive"] = float(np.mean(naive == y.numpy()))
+            print(
+                f"{label:14s} {presentation:5s} n={x.shape[0]:5d}  "
+                + "  ".join(f"{who} {row[who]['accuracy']:7.2%} (no digit {row[who]['no_digit']})" for who in models)
+                + f"  naive {row['naive']:7.2%}",
+                flush=True,
+            )
+            rows.append(row)
+    return rows
+
+
+def real_table(rows: list[dict], models: list[str]) -> list[str]:
+    head = "| set | presentation | images | " + " | ".join(models) + " | naive | no digit | most confused |"
+    table = [head, "|---|---|---:|" + "---:|" * len(models) + "---:|---:|---|"]
+    for r in rows:
+        first = r[models[0]]
+        table.append(
+            f"| {r['set']} | {r['presentation']} | {r['images']} | "
+            + " | ".join(f"{r[m]['accuracy']:.2%}" for m in models)
+            + f" | {r['naive']:.2%} | {first['no_digit']} | {', '.join(first['confused'][:4])} |"
+        )
+    return table
+
+
 def provenance() -> dict:
     try:
         commit = subprocess.run(
@@ -64,16 +149,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="one test set per seed (each a fresh draw)")
     ap.add_argument("--out", default="bench-results/handwriting", help="where the table and images go")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--baseline", default=None, help="a second checkpoint read beside --model (the previous one)")
+    ap.add_argument("--real-data-dir", default=None, help="folder with usps/ and optdigits/ (default: $DIGITLAB_DATA)")
+    ap.add_argument("--real-only", action="store_true", help="only the real sets, no synthetic kinds")
+    ap.add_argument("--no-real", action="store_true", help="only the synthetic kinds")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    if args.real_only:
+        args.seeds = []
+    models = {"digitlab": Predictor.load(args.model)}
+    if args.baseline:
+        models["baseline"] = Predictor.load(args.baseline)
+    real = [] if args.no_real else real_rows(models, args.real_data_dir)
     files = find_idx_files("mnist", args.data_dir)
     if files is None:
         raise SystemExit("MNIST test files not found: pass --data-dir or set DIGITLAB_DATA")
     x = read_idx(files["test_images"])
     y = read_idx(files["test_labels"])
-    predictor = Predictor.load(args.model)
+    predictor = models["digitlab"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     images_dir = Path(tempfile.mkdtemp(prefix="handwriting-", dir=out))
@@ -88,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             preds = predictor.predict_many([str(f) for f, _ in items])
             ms = (time.perf_counter() - t0) * 1000 / len(items)
-            right = [p.text == label for p, (_, label) in zip(preds, items)]
+            right = [p.text == label for p, (_, label) in zip(preds, items, strict=True)]
             naive = float(np.mean([naive_read(predictor, f) == label for f, label in items]))
             failed = sum(p.status == "error" for p in preds)
             rows.append(
@@ -101,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                     "ms_per_image": ms,
                     "errors": failed,
                     "generate_s": gen_s,
-                    "misread": [str(f.name) for (f, _), ok in zip(items, right) if not ok],
+                    "misread": [str(f.name) for (f, _), ok in zip(items, right, strict=True) if not ok],
                 }
             )
             print(
@@ -112,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {
         "model": predictor.info,
+        "baseline": models["baseline"].info if "baseline" in models else None,
         "args": vars(args),
+        "real": real,
         "rows": rows,
         **provenance(),
     }
@@ -128,10 +225,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     for kind in ("photo", "canvas", "number"):  # all seeds together
         mine = [r for r in rows if r["kind"] == kind]
+        if not mine:
+            continue
         n = sum(r["images"] for r in mine)
         ours = sum(r["digitlab"] * r["images"] for r in mine) / n
         naive = sum(r["naive"] * r["images"] for r in mine) / n
         table.append(f"| all | {kind} | {n} | **{ours:.2%}** | {naive:.2%} | |")
+    if real:
+        table = [*real_table(real, list(models)), "", *table]
     (out / "handwriting.md").write_text("\n".join(table) + "\n")
     print("\n".join(table))
     print(f"images in {images_dir}; results in {out / 'handwriting.json'}")
