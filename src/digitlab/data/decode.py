@@ -130,25 +130,24 @@ def _run_chunks(fn, sources: Sequence[Source], args: tuple, workers: int, progre
     workers = min(workers, max(1, n // POOL_MIN))
     size = max(1, min(CHUNK_MAX, -(-n // (workers * 4))))
     chunks = [sources[i : i + size] for i in range(0, n, size)]
-    bar = None
-    if progress and n >= PROGRESS_MIN:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    results: list = []
+    with contextlib.ExitStack() as stack:
+        bar = task = None
+        if progress and n >= PROGRESS_MIN:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        bar = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
-    results = []
-    with bar if bar is not None else contextlib.nullcontext():
-        task = bar.add_task(what, total=n) if bar is not None else None
+            columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+            bar = stack.enter_context(Progress(*columns, transient=True))
+            task = bar.add_task(what, total=n)
         if workers > 1:
-            with _pool(workers) as pool:
-                for chunk, r in zip(chunks, pool.map(fn, chunks, *([a] * len(chunks) for a in args)), strict=True):
-                    results.append(r)
-                    if bar is not None:
-                        bar.advance(task, len(chunk))
+            pool = stack.enter_context(_pool(workers))
+            parts = pool.map(fn, chunks, *([a] * len(chunks) for a in args))  # in order, as chunks finish
         else:
-            for chunk in chunks:
-                results.append(fn(chunk, *args))
-                if bar is not None:
-                    bar.advance(task, len(chunk))
+            parts = (fn(chunk, *args) for chunk in chunks)
+        for chunk, part in zip(chunks, parts, strict=True):
+            results.append(part)
+            if bar is not None:
+                bar.advance(task, len(chunk))
     return results
 
 
