@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -74,7 +76,7 @@ def test_sweep_two_trials_then_continue(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "lr0.05_seed0:" in out and "lr0.2_seed0:" in out
-    assert "trials: 2 complete, 1 fail" in out
+    assert "trials: 2 complete, 1 interrupted" in out
 
     runs, _ = find_runs(folder)
     assert sorted(r.name for r in runs) == ["lr0.05_seed0", "lr0.2_seed0"]
@@ -123,3 +125,43 @@ def test_search_proposals_stay_in_their_ranges():
     assert {p["optimizer"] for p in proposals} == {"sgd", "adam"}
     assert len({p["lr"] for p in proposals}) == 20  # a range, not a few grid values
     assert flag_args(proposals[0])[:2] == ["--optimizer", proposals[0]["optimizer"]]
+
+
+def test_a_run_stopped_half_way_continues_with_resume(tmp_path, monkeypatch):
+    """What running an interrupted sweep again does with each run: reuse it, resume it, or start it."""
+    import shutil
+    import subprocess
+
+    from digitlab.experiments.sweep import _Runner
+    from test_runs import make_run
+
+    spec = parse_spec(["lr=0.1,0.2,0.3"], [], "0", None, None, TINY)
+    make_run(tmp_path / "lr0.1_seed0", planned=2, done=2, accs=[0.8, 0.9])  # finished
+    make_run(tmp_path / "lr0.2_seed0", planned=3, done=1)  # stopped after epoch 1
+    (tmp_path / "lr0.2_seed0" / "last.pt").write_bytes(b"")
+    commands = []
+
+    class FakeTrain:  # stands in for the `digitlab train` process: records its command, finishes the run
+        def __init__(self, cmd, **kwargs):
+            commands.append(cmd)
+            name = cmd[cmd.index("--resume") + 1] if "--resume" in cmd else str(tmp_path / cmd[cmd.index("--name") + 1])
+            shutil.rmtree(name, ignore_errors=True)
+            make_run(Path(name), planned=3, done=3, accs=[0.5, 0.6, 0.7])
+
+        def wait(self, timeout=None):
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", FakeTrain)
+    lines: list[str] = []
+    runner = _Runner(spec, tmp_path, lines.append, jobs=2)
+    assert runner.run({"lr": 0.1}, 0) == pytest.approx(0.9) and commands == []  # reused, not retrained
+    assert runner.run({"lr": 0.2}, 0) == pytest.approx(0.7)
+    resumed = commands[0]
+    assert resumed[resumed.index("--resume") + 1] == str(tmp_path / "lr0.2_seed0")
+    assert resumed[resumed.index("--threads") + 1] == str(max(1, len(os.sched_getaffinity(0)) // 2))  # cores / jobs
+    assert "--resume" in commands[0] and "--lr" not in commands[0]  # a resumed run keeps its recipe
+    assert runner.run({"lr": 0.3}, 0) == pytest.approx(0.7)
+    fresh = commands[1]
+    assert fresh[fresh.index("--lr") + 1] == "0.3" and fresh[fresh.index("--seed") + 1] == "0"
+    assert fresh[fresh.index("--name") + 1] == "lr0.3_seed0" and "--limit-train" in fresh
+    assert "already finished" in lines[0]

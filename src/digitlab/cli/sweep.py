@@ -52,7 +52,17 @@ def sweep_cmd(
         f"sweep {folder}: {spec.search}, {n} configuration(s) x {len(spec.seeds)} seed(s), {jobs} at a time",
         highlight=False,
     )
-    result = run_sweep(spec, folder, jobs=jobs, log=lambda line: console.print(line, highlight=False, soft_wrap=True))
+    try:
+        result = run_sweep(
+            spec, folder, jobs=jobs, log=lambda line: console.print(line, highlight=False, soft_wrap=True)
+        )
+    except KeyboardInterrupt:
+        Console(stderr=True).print(
+            "\ninterrupted: the runs kept their last finished epoch; run the same command again to continue the sweep",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
     counts = ", ".join(f"{v} {k.lower()}" for k, v in sorted(result.states.items()))
     console.print(f"trials: {counts}", highlight=False)
     if result.comparison is None:

@@ -198,7 +198,7 @@ class TrialFailed(Exception):
 class SweepResult:
     folder: Path
     comparison: Comparison | None  # every run of the sweep (None: no run finished)
-    states: dict[str, int]  # trial state -> count, e.g. {"COMPLETE": 5, "FAIL": 1}
+    states: dict[str, int]  # trial state -> count, e.g. {"COMPLETE": 5, "FAIL": 1, "INTERRUPTED": 2}
     failures: list[str]  # one line per failed run: which, its exit status, its log
 
 
@@ -391,6 +391,7 @@ def run_sweep(spec: SweepSpec, folder: str | Path, *, jobs: int = 1, log=print) 
         _optimize(study, spec, runner, remaining, jobs)
         states: dict[str, int] = {}
         for t in study.get_trials(deepcopy=False):
-            states[t.state.name] = states.get(t.state.name, 0) + 1
+            state = "INTERRUPTED" if t.user_attrs.get("interrupted") else t.state.name  # and retried since
+            states[state] = states.get(state, 0) + 1
     runs = [read_run(r.path, with_params=True) for r in find_runs(folder)[0]]
     return SweepResult(folder, compare_runs(runs) if runs else None, states, runner.failures)
