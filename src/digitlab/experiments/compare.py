@@ -83,7 +83,7 @@ class Comparison:
 def label(run: RunInfo, fields: list[str]) -> str:
     """A run's legend entry: its name, and the differing values when they are few."""
     flat = flatten(run.config)
-    shown = [f"{k}={flat.get(k)}" for k in fields if k != "dataset" or len(fields) == 1]
+    shown = [f"{k}={flat.get(k)}" for k in fields]
     return run.name if not shown or len(shown) > 3 else f"{run.name} ({', '.join(shown)})"
 
 
