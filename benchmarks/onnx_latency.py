@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -37,6 +38,16 @@ def drawn_seven() -> Image.Image:
     img = Image.new("L", (280, 280), 255)
     ImageDraw.Draw(img).line([(80, 60), (200, 60), (120, 240)], fill=0, width=20)
     return img
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def per_call_ms(fn, calls: int) -> float:
@@ -117,7 +128,8 @@ def main() -> None:
             "model": ckpt["model_name"],
             "threads": args.threads,
             "blocks": args.blocks,
-            "machine": platform.processor() or platform.machine(),
+            "machine": cpu_name(),
+            "cores": os.cpu_count(),
             "torch": torch.__version__,
             "onnxruntime": __import__("onnxruntime").__version__,
         }
