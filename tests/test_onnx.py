@@ -7,20 +7,18 @@ import json
 import pickle
 
 import numpy as np
+import onnx  # the test extra installs onnx and onnxruntime: a missing one fails here instead of skipping
 import pytest
 import torch
 from PIL import Image, ImageDraw
 
-pytest.importorskip("onnxruntime")
-import onnx  # noqa: E402
-
-from digitlab.cli import main  # noqa: E402
-from digitlab.engine.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint  # noqa: E402
-from digitlab.errors import DigitlabError  # noqa: E402
-from digitlab.inference.onnx import INPUT_NAME, OnnxModel, is_onnx_path, load_onnx  # noqa: E402
-from digitlab.inference.onnx_export import export_onnx  # noqa: E402
-from digitlab.inference.predictor import Predictor, default_model_path  # noqa: E402
-from digitlab.models import create_model  # noqa: E402
+from digitlab.cli import main
+from digitlab.engine.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from digitlab.errors import DigitlabError
+from digitlab.inference.onnx import INPUT_NAME, OnnxModel, is_onnx_path, load_onnx
+from digitlab.inference.onnx_export import export_onnx
+from digitlab.inference.predictor import Predictor, default_model_path
+from digitlab.models import create_model
 
 
 def drawn_digits() -> list[Image.Image]:

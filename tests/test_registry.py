@@ -145,7 +145,6 @@ def test_your_own_network_trains_predicts_and_evaluates(my_module, tmp_path, iso
     # export: the slim checkpoint and the ONNX graph rebuild and run the same class
     assert main(["export", str(runs / "mine"), str(tmp_path / "mine.pt"), "--no-calibrate"]) == 0
     assert load_checkpoint(tmp_path / "mine.pt")["model_name"] == path
-    pytest.importorskip("onnxruntime")
     assert main(["export", str(runs / "mine"), str(tmp_path / "mine.onnx"), "--format", "onnx"]) == 0
     assert f"{root.name} test images: max abs logit difference" in capsys.readouterr().out
     for model_file in ("mine.pt", "mine.onnx"):
