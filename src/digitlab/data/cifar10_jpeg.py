@@ -197,7 +197,8 @@ def load_cifar10_jpeg(path: str | os.PathLike, *, progress: bool = True, workers
         def build() -> ImageData:
             listing = _archive_listing(path)
             data = decode_listing(listing, grayscale=False, image_size=32, progress=progress, workers=workers)
-            return as_cifar10(data, listing.sources[0][1])
+            first = listing.sources[0]  # (name, bytes): the archive's first image
+            return as_cifar10(data, first[1] if isinstance(first, tuple) else None)
 
         data = imagecache.cached(path, settings, key, build)  # the note and statistics are cached too
     else:

@@ -146,7 +146,7 @@ def _run_chunks(fn, sources: Sequence[Source], args: tuple, workers: int, progre
             parts = (fn(chunk, *args) for chunk in chunks)
         for chunk, part in zip(chunks, parts, strict=True):
             results.append(part)
-            if bar is not None:
+            if bar is not None and task is not None:
                 bar.advance(task, len(chunk))
     return results
 

@@ -219,15 +219,17 @@ def load_folder(
     if not root.is_dir():
         raise DigitlabError(f"image folder {root} does not exist (or is not a folder)")
     listing, fingerprint = _scan(root)
-    kw = dict(grayscale=grayscale, image_size=image_size, progress=progress, workers=workers)
+
+    def build() -> ImageData:
+        return decode_listing(listing, grayscale=grayscale, image_size=image_size, progress=progress, workers=workers)
+
     if cache is None:
         cache = len(listing.sources) >= CACHE_MIN_IMAGES
     if cache:
         settings = ["folder", DECODE_VERSION, grayscale, image_size]
-        key = imagecache.content_key([settings, fingerprint])
-        data = imagecache.cached(root, settings, key, lambda: decode_listing(listing, **kw))
+        data = imagecache.cached(root, settings, imagecache.content_key([settings, fingerprint]), build)
     else:
-        data = decode_listing(listing, **kw)
+        data = build()
     _warn_skipped(data.skipped, str(root))
     data.name, data.source = str(root), str(root.resolve())
     return data

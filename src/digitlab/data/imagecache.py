@@ -55,7 +55,7 @@ def candidates(source: Path, settings: object) -> list[Path]:
 
 
 def _crc(a: np.ndarray) -> int:
-    return zlib.crc32(memoryview(np.ascontiguousarray(a)).cast("B"))
+    return zlib.crc32(np.ascontiguousarray(a).data.cast("B"))
 
 
 def write(path: Path, key: str, data: ImageData) -> None:
@@ -80,7 +80,7 @@ def write(path: Path, key: str, data: ImageData) -> None:
     def fill(f) -> None:
         f.write(MAGIC + _LEN.pack(len(header)) + header)
         for a in arrays.values():
-            f.write(memoryview(a).cast("B"))
+            f.write(a.data.cast("B"))
 
     write_atomically(path, fill)
 
@@ -104,7 +104,7 @@ def read(path: Path, key: str) -> ImageData | None:
             for s in head["arrays"]:
                 a = np.empty(s["shape"], np.dtype(s["dtype"]))
                 f.seek(start + s["offset"])
-                if f.readinto(memoryview(a).cast("B")) != a.nbytes:
+                if f.readinto(a.data.cast("B")) != a.nbytes:
                     raise ValueError(f"{s['name']} is truncated")
                 if _crc(a) != s["crc"]:
                     raise ValueError(f"{s['name']} fails its checksum")
@@ -118,7 +118,10 @@ def read(path: Path, key: str) -> ImageData | None:
                 raise ValueError(f"{y} outside 0..{k - 1}")
         return ImageData(
             name=str(meta.get("name", "")),
-            **out,
+            train_x=out["train_x"],
+            train_y=out["train_y"],
+            test_x=out["test_x"],
+            test_y=out["test_y"],
             classes=list(meta["classes"]),
             mean=tuple(meta["mean"]),
             std=tuple(meta["std"]),
