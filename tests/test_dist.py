@@ -130,3 +130,26 @@ def test_torchrun_restart_resumes_from_last_pt_and_ends_as_an_uninterrupted_run(
     assert final[0].split(" after ")[0] == next(
         line.split(" after ")[0] for line in whole.stdout.splitlines() if "final test accuracy" in line
     )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built in")
+def test_two_nodes_on_one_machine_train_one_run(tmp_path):
+    """--nnodes 2 with a c10d rendezvous on 127.0.0.1: two launchers, one run, rank 0 reports it."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rdzv = ["--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=two-nodes", "--nnodes=2"]
+    cmd = _train_cmd(tmp_path, "nodes", *rdzv)
+    cmd[cmd.index("--standalone") : cmd.index("--standalone") + 2] = ["--nproc_per_node=1"]
+    cmd[cmd.index("--epochs") + 1] = "3"
+    env = {k: v for k, v in os.environ.items() if k not in RESTART_ENV}
+    nodes = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in (0, 1)]
+    outs = [p.communicate(timeout=300) for p in nodes]
+    for p, (_, err) in zip(nodes, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    assert sum(out.count("final test accuracy") for out, _ in outs) == 1
+    last = torch.load(tmp_path / "nodes" / "last.pt", weights_only=True)
+    assert last["epoch"] == 3 and last["history"][-1]["test_acc"] > 0.7
