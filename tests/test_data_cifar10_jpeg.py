@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from digitlab.data import load_dataset
-from digitlab.data.cifar10_jpeg import CLASSES, MEAN, STD, find_cifar10_jpeg, jpeg_quality, load_cifar10_jpeg
+from digitlab.data.cifar10_jpeg import ARCHIVE, CLASSES, MEAN, STD, find_cifar10_jpeg, jpeg_quality, load_cifar10_jpeg
 from digitlab.errors import DigitlabError
 
 TRAIN, TEST = 20, 5  # per class: 250 images, the layout and format of the real copy
@@ -148,3 +148,13 @@ def test_data_info_says_jpeg_copy(tmp_path, copy_dir, isolated_data_env, capsys)
     out = capsys.readouterr().out
     assert "cifar10 (JPEG q75 copy" in out and "crop-flip" in out
     assert "0.4914, 0.4822, 0.4465" in out
+
+
+def test_official_pickles_win_over_the_copy(tmp_path, copy_dir, isolated_data_env):
+    from test_data_cifar10 import tiny_cifar
+
+    make_archive(copy_dir, tmp_path / "data" / "cifar10-jpeg" / ARCHIVE)
+    tiny_cifar(tmp_path / "data")  # data/cifar-10-batches-py/
+    data = load_dataset("cifar10", tmp_path / "data")
+    assert data.note is None and data.label == "cifar10"  # the lossless originals: no note
+    assert data.source == str(tmp_path / "data" / "cifar-10-batches-py")
