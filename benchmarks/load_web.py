@@ -290,7 +290,15 @@ def rss_mb(pid: int) -> dict:
                 children += [int(c) for c in f.read().split()]
     except OSError:
         pass
-    return {"server": one(pid), "workers": [one(c) for c in sorted(children)]}
+
+    def is_worker(p: int) -> bool:  # a prediction process, not multiprocessing's resource tracker
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                return b"spawn_main" in f.read()
+        except OSError:
+            return False
+
+    return {"server": one(pid), "workers": [one(c) for c in sorted(children) if is_worker(c)]}
 
 
 def main(argv: list[str] | None = None) -> int:
