@@ -115,3 +115,13 @@ def test_eval_cli_reads_an_image_folder(tmp_path, capsys):
     rc = main(["eval", str(default_model_path()), "--dataset", str(tmp_path / "digits"), "--out", str(out), "--json"])
     metrics = json.loads(capsys.readouterr().out)
     assert rc == 0 and metrics["n"] == 3 and metrics["accuracy"] == 1.0 and metrics["presentation"] == "files"
+
+
+def test_read_files_counts_an_unreadable_file_as_misread(shipped, tmp_path):
+    x, _ = bold_digits(64)
+    good = tmp_path / "one.png"
+    Image.fromarray(x[0, 0].numpy()).save(good)
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG not really")
+    r = R.read_files(shipped, [str(good), str(bad)])
+    assert r.n_error == 1 and r.n_empty == 0 and r.probs[1, 10] == 1.0 and r.probs[0, :10].argmax() == 1

@@ -9,6 +9,7 @@ the confusion matrix as the extra column ``?``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,51 +53,42 @@ class Reading:
     n_empty: int  # readings with no digit
     n_split: int  # readings of several digits
     inputs: torch.Tensor  # uint8 (N, 1, S, S): what the model saw (the first digit; black when none)
+    n_error: int = 0  # files predict could not read
 
 
-def read_images(predictor, images: torch.Tensor, presentation: str = "raw", batch: int = 512) -> Reading:
-    """Read uint8 images (N, 1, H, W) with ``predictor`` as ``predict`` would (numbers allowed)."""
+def _read(predictor, n: int, chunks: Iterable[list]) -> Reading:
+    """Read ``n`` sources, given in chunks, with ``predictor.predict_many`` (one batched model call per chunk)."""
     k = len(predictor.classes)
-    n = images.shape[0]
     probs = torch.zeros(n, k + 1)
     side = predictor.image_size
     inputs = torch.zeros(n, 1, side, side, dtype=torch.uint8)
-    n_empty = n_split = 0
-    arrays = images[:, 0].numpy()
-    for start in range(0, n, batch):
-        pictures = [present(a, presentation) for a in arrays[start : start + batch]]
-        for i, pred in enumerate(predictor.predict_many(pictures, top_k=1), start):
-            if pred.status == "error":
-                raise RuntimeError(f"image {i}: {pred.error}")
-            if len(pred.items) == 1:
-                probs[i, :k] = torch.tensor(pred.items[0].probs)
-            else:
-                probs[i, k] = 1.0
-                n_empty += not pred.items
-                n_split += len(pred.items) > 1
-            if pred.items and pred.items[0].input_image is not None:
-                inputs[i, 0] = torch.from_numpy(np.asarray(pred.items[0].input_image))
-    return Reading(probs, n_empty, n_split, inputs)
-
-
-def read_files(predictor, paths: list[str], batch: int = 512) -> Reading:
-    """Read image files as ``digitlab predict`` does (numbers allowed); like ``read_images``."""
-    k = len(predictor.classes)
-    probs = torch.zeros(len(paths), k + 1)
-    side = predictor.image_size
-    inputs = torch.zeros(len(paths), 1, side, side, dtype=torch.uint8)
-    n_empty = n_split = 0
-    for start in range(0, len(paths), batch):
-        for i, pred in enumerate(predictor.predict_many(paths[start : start + batch], top_k=1), start):
+    n_empty = n_split = n_error = 0
+    i = 0
+    for chunk in chunks:
+        for pred in predictor.predict_many(chunk, top_k=1):
             if pred.status != "error" and len(pred.items) == 1:
                 probs[i, :k] = torch.tensor(pred.items[0].probs)
             else:
-                probs[i, k] = 1.0  # unreadable files count as misread: the predictor could not read them
-                n_empty += not pred.items
+                probs[i, k] = 1.0  # an unreadable file counts as misread too: predict could not read it
+                n_error += pred.status == "error"
+                n_empty += pred.status != "error" and not pred.items
                 n_split += len(pred.items) > 1
             if pred.items and pred.items[0].input_image is not None:
                 inputs[i, 0] = torch.from_numpy(np.asarray(pred.items[0].input_image))
-    return Reading(probs, n_empty, n_split, inputs)
+            i += 1
+    return Reading(probs, n_empty, n_split, inputs, n_error)
+
+
+def read_images(predictor, images: torch.Tensor, presentation: str = "raw", batch: int = 512) -> Reading:
+    """Read uint8 images (N, 1, H, W), each shown as ``present`` makes it, as ``predict`` would (numbers allowed)."""
+    arrays = images[:, 0].numpy()
+    chunks = ([present(a, presentation) for a in arrays[s : s + batch]] for s in range(0, len(arrays), batch))
+    return _read(predictor, len(arrays), chunks)
+
+
+def read_files(predictor, paths: list[str], batch: int = 512) -> Reading:
+    """Read image files as ``digitlab predict`` does (numbers allowed)."""
+    return _read(predictor, len(paths), (paths[s : s + batch] for s in range(0, len(paths), batch)))
 
 
 def digit_folder(root: str | Path, classes: list[str]) -> tuple[list[str], torch.Tensor]:
@@ -129,6 +121,7 @@ def reading_meta(reading: Reading, presentation: str | None) -> dict:
         "presentation": presentation or "files",
         "no_digit": reading.n_empty,
         "several_digits": reading.n_split,
+        "unreadable": reading.n_error,
     }
 
 
