@@ -10,7 +10,7 @@ import typer
 from digitlab.cli.app import app
 from digitlab.cli.output import Console
 from digitlab.cli.output import Table as RichTable
-from digitlab.evaluate.table import Table
+from digitlab.evaluate.table import Table, plain
 
 if TYPE_CHECKING:
     from digitlab.experiments.compare import Comparison
@@ -28,7 +28,7 @@ def print_table(table: Table, console: Console | None = None) -> None:
         console = Console(width=max(console.width, 160))
     rich = RichTable(title=table.title or None)
     for c in table.columns:
-        numeric = c in NUMERIC or c.endswith("_acc")
+        numeric = c in NUMERIC or table.formats[c] is not plain  # accuracies, times, counts
         rich.add_column(
             HEADERS.get(c, c), justify="right" if numeric else "left", style="bold cyan" if c == "name" else None
         )

@@ -160,7 +160,7 @@ def plot_bars(
         rects = ax.bar(x + (b - (len(bars) - 1) / 2) * width, values, width, label=name, yerr=yerr, capsize=4)
         spreads = yerr or [0.0] * len(values)
         labels = [f"{v:.3f}" + (f"\n±{e:.3f}" if e else "") for v, e in zip(values, spreads, strict=True)]
-        ax.bar_label(rects, labels=labels, fontsize=8, padding=2)
+        ax.bar_label(rects, labels=labels, fontsize=8, padding=2)  # above the error bar, where there is one
     ax.set_xticks(x, groups)
     ax.set_ylabel(ylabel)
     if all(v <= 1 for row in table.values() for v in row.values()):
