@@ -31,16 +31,16 @@ def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
         layers = list(seq)
         for i in reversed(range(len(layers) - 1)):
             conv, nxt = layers[i], layers[i + 1]
-            if foldable(conv, nxt):
-                seq[i] = fuse_conv_bn_eval(conv, nxt)
+            if foldable(conv, nxt):  # the types are checked there
+                seq[i] = fuse_conv_bn_eval(conv, nxt)  # type: ignore[type-var, arg-type]
                 del seq[i + 1]
             elif (
                 i + 2 < len(layers)
                 and type(nxt) is torch.nn.MaxPool2d
                 and foldable(conv, layers[i + 2])
-                and positive_scale(layers[i + 2])
+                and positive_scale(layers[i + 2])  # type: ignore[arg-type]
             ):
-                seq[i] = fuse_conv_bn_eval(conv, layers[i + 2])
+                seq[i] = fuse_conv_bn_eval(conv, layers[i + 2])  # type: ignore[type-var, arg-type]
                 del seq[i + 2]
     return model
 

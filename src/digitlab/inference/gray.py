@@ -20,7 +20,8 @@ def _alpha_composite(img: Image.Image) -> np.ndarray:
     rgba = img if img.mode == "RGBA" else img.convert("RGBA")
     lum = np.asarray(rgba.convert("L"), dtype=np.float32) / 255.0
     alpha = rgba.getchannel("A")
-    if alpha.getextrema()[0] / 255.0 >= 0.99:  # opaque (a browser canvas): nothing to composite
+    low = alpha.getextrema()[0]  # (min, max) of the one channel
+    if float(low) / 255.0 >= 0.99:  # type: ignore[arg-type]  # opaque (a browser canvas): nothing to composite
         return lum
     a = np.asarray(alpha, dtype=np.float32) / 255.0
     opaque = a > 0.5

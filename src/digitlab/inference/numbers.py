@@ -50,7 +50,7 @@ class _Prepared:
         """
         t0 = time.perf_counter()
         logp = [math.log(max(float(p.max()), 1e-12)) for p in main_probs]
-        rows = []
+        rows: list = []  # Digits
         for i, d in enumerate(self.digits):
             cuts = d.offers_cut and (everything or logp[i] < -SPLIT_COST)
             join = d.offers_join and i + 1 < len(self.digits) and (everything or logp[i] + logp[i + 1] < -JOIN_COST)

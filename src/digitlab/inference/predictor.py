@@ -124,7 +124,9 @@ class Predictor:
         # BatchNorms folded into the convs: 0.66 -> 0.54 ms more (fold_batchnorm; the caller's model is not changed).
         # An ONNX model (onnxruntime) was folded at export and takes its input as it comes.
         self.model = (
-            fold_batchnorm(model).to(memory_format=torch.channels_last) if isinstance(model, torch.nn.Module) else model
+            fold_batchnorm(model).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            if isinstance(model, torch.nn.Module)
+            else model
         )
         self.device = torch.device(device)
         self.classes: list[str] = list(ckpt["classes"])
@@ -294,13 +296,13 @@ class Predictor:
                     probs[i] = torch.cat([probs[i], more[i]])
         n_total = max(1, sum(p.x.shape[0] for p in ok))
         read = iter(probs)  # in the order of ``ok``
-        results = []
-        for p in prepared:
-            if isinstance(p, Prediction):
-                results.append(p)
+        results: list[Prediction] = []
+        for item in prepared:
+            if isinstance(item, Prediction):
+                results.append(item)
                 continue
-            n = p.x.shape[0]
-            results.append(self._result(p, next(read), top_k, model_ms * n / n_total))
+            n = item.x.shape[0]
+            results.append(self._result(item, next(read), top_k, model_ms * n / n_total))
         return results
 
     def _batched(self, xs: list[torch.Tensor], batch_size: int) -> list[torch.Tensor]:

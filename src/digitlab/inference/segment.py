@@ -159,10 +159,10 @@ def split_candidates(seg: Segment, count: int = 1) -> list[tuple[list[Segment], 
         if any(abs(cut - c) < CUT_SEPARATION * h for c in cuts):
             continue
         cuts.append(cut)  # tried: a failed cut's neighbours fail for the same reason
-        pieces = [_tight(seg.mask[:, :cut], x0, t), _tight(seg.mask[:, cut:], x0 + cut, t)]
-        if any(p is None or p.height < MIN_PIECE_HEIGHT * h for p in pieces):
+        left, right = _tight(seg.mask[:, :cut], x0, t), _tight(seg.mask[:, cut:], x0 + cut, t)
+        if left is None or right is None or min(left.height, right.height) < MIN_PIECE_HEIGHT * h:
             continue
-        found.append((pieces, proj[cut] / median))
+        found.append(([left, right], float(proj[cut] / median)))
     return found
 
 
