@@ -17,7 +17,9 @@ import os
 import pickle
 import tarfile
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
+from typing import IO, Any, cast
 
 import numpy as np
 import torch
@@ -81,19 +83,19 @@ def _encode(text: object, encoding: object = "utf-8") -> bytes:
     return text.encode("latin1")
 
 
-def _check_keys(items: object) -> None:
-    for k in items:  # type: ignore[attr-defined]
+def _check_keys(items: Iterable[object]) -> None:
+    for k in items:
         if type(k) not in _KEY_TYPES:
             raise pickle.UnpicklingError(f"refusing a {type(k).__name__} as a dict key or set item")
 
 
-def _set(items: object = ()) -> set:
-    items = list(items)  # type: ignore[call-overload]
-    _check_keys(items)
-    return set(items)
+def _set(items: Iterable[object] = ()) -> set:
+    listed = list(items)
+    _check_keys(listed)
+    return set(listed)
 
 
-def _frozenset(items: object = ()) -> frozenset:
+def _frozenset(items: Iterable[object] = ()) -> frozenset:
     return frozenset(_set(items))
 
 
@@ -124,14 +126,18 @@ def _memo_capped(load):
     return capped
 
 
-class SafeUnpickler(pickle._Unpickler):
+# The pure-Python unpickler (typeshed does not describe its internals: stack, load_* methods).
+_PyUnpickler: Any = pickle._Unpickler
+
+
+class SafeUnpickler(_PyUnpickler):
     """An unpickler that only rebuilds numpy arrays and plain Python containers, within bounds.
 
     The pure-Python unpickler, so single opcodes can be checked: the memo is capped, dict keys
     and set items are scalars, and BUILD only fills numpy arrays and dtypes.
     """
 
-    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch = dict(_PyUnpickler.dispatch)
 
     def find_class(self, module: str, name: str):
         try:
@@ -173,7 +179,7 @@ for _op, _load in [
     (pickle.DICT, SafeUnpickler.load_dict),
     (pickle.ADDITEMS, SafeUnpickler.load_additems),
     (pickle.FROZENSET, SafeUnpickler.load_frozenset),
-    *[(op, _memo_capped(pickle._Unpickler.dispatch[op[0]])) for op in _MEMO_OPS],
+    *[(op, _memo_capped(_PyUnpickler.dispatch[op[0]])) for op in _MEMO_OPS],
 ]:
     SafeUnpickler.dispatch[_op[0]] = _load
 
@@ -285,7 +291,10 @@ class _BoundedReads:
 def _read_tarball(path: Path, wanted: list[str]) -> dict[str, bytes | None]:
     out: dict[str, bytes | None] = dict.fromkeys(wanted)
     try:
-        with gzip.GzipFile(path, "rb") as gz, tarfile.open(fileobj=_BoundedReads(gz, path), mode="r:") as tar:  # type: ignore[arg-type]
+        with (
+            gzip.GzipFile(path, "rb") as gz,
+            tarfile.open(fileobj=cast(IO[bytes], _BoundedReads(gz, path)), mode="r:") as tar,
+        ):
             for count, member in enumerate(tar, start=1):
                 if count > MAX_TAR_MEMBERS:
                     raise DigitlabError(f"{path} holds more than {MAX_TAR_MEMBERS} entries: not the CIFAR-10 archive")

@@ -143,12 +143,12 @@ def checksum_ok(path: Path, accepted: tuple[str, ...] | list[str] | str | None) 
     """
     if not accepted:
         return True
-    accepted = {accepted} if isinstance(accepted, str) else set(accepted)
-    if md5_file(path) in accepted:
+    sums = {accepted} if isinstance(accepted, str) else set(accepted)
+    if md5_file(path) in sums:
         return True
     if _is_lzw(path):  # told by content: a download is checked under its temporary name
-        return _md5_unlzw(path) in accepted
-    return (path.name.endswith(".gz") or _is_gzip(path)) and _md5_gunzipped(path) in accepted
+        return _md5_unlzw(path) in sums
+    return (path.name.endswith(".gz") or _is_gzip(path)) and _md5_gunzipped(path) in sums
 
 
 def _is_lzw(path: Path) -> bool:

@@ -10,12 +10,12 @@ more than the size cap allows.
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import os
 import struct
 import zlib
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from digitlab.data.base import ImageData
 from digitlab.data.locate import find_idx_files, missing_message
 from digitlab.errors import DigitlabError
 
-IDX_TYPES = {
+IDX_TYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),
@@ -58,23 +58,23 @@ MAX_IDX_DIMS = 4
 _READ_CHUNK = 1 << 20
 
 
-def _stream(raw: BinaryIO, path: Path) -> tuple[BinaryIO, bool]:
+def _stream(raw: io.BufferedIOBase, path: Path) -> tuple[io.BufferedIOBase, bool]:
     """``raw`` as a stream of IDX bytes: inflated on the fly if it is gzip, as it is otherwise."""
     magic = raw.read(2)
     raw.seek(0)
     if magic == GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=raw, mode="rb"), True  # type: ignore[return-value]
+        return gzip.GzipFile(fileobj=raw, mode="rb"), True
     if path.name.endswith(".gz") and magic != b"\x00\x00":
         raise DigitlabError(f"{path} is not a gzip file (and not an uncompressed IDX file either)")
     return raw, False
 
 
-def _read_exactly(f: BinaryIO, n: int) -> bytes:
+def _read_exactly(f: io.BufferedIOBase, n: int) -> bytes:
     out = f.read(n)
     return out if out is not None else b""
 
 
-def _header(f: BinaryIO, path: Path) -> tuple[np.dtype, tuple[int, ...]]:
+def _header(f: io.BufferedIOBase, path: Path) -> tuple[np.dtype, tuple[int, ...]]:
     head = _read_exactly(f, 4)
     if len(head) < 4:
         raise DigitlabError(f"{path} is not an IDX file: only {len(head)} bytes")
@@ -90,7 +90,8 @@ def _header(f: BinaryIO, path: Path) -> tuple[np.dtype, tuple[int, ...]]:
         raise DigitlabError(
             f"{path} is truncated: the header needs {4 + 4 * ndim} bytes, the file has {4 + len(raw_dims)}"
         )
-    return IDX_TYPES[type_code], struct.unpack(f">{ndim}I", raw_dims)
+    dims: tuple[int, ...] = struct.unpack(f">{ndim}I", raw_dims)
+    return IDX_TYPES[type_code], dims
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -120,7 +121,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise DigitlabError(f"{path} is {what} ({getattr(exc, 'strerror', None) or exc}); re-download it") from exc
 
 
-def _read_idx(f: BinaryIO, path: Path, at_most: int) -> np.ndarray:
+def _read_idx(f: io.BufferedIOBase, path: Path, at_most: int) -> np.ndarray:
     """The array after the header; ``at_most`` bounds what the file can hold (file size, or its inflated bound)."""
     dtype, dims = _header(f, path)
     shape = "x".join(map(str, dims))
@@ -137,7 +138,7 @@ def _read_idx(f: BinaryIO, path: Path, at_most: int) -> np.ndarray:
             f"{path} is truncated: header says {shape} values ({expected} bytes), more than the file can hold"
         )
     arr = np.empty(math.prod(dims), dtype=dtype)
-    view = memoryview(arr).cast("B")
+    view = arr.data.cast("B")
     got = 0
     while got < expected:
         n = f.readinto(view[got : got + _READ_CHUNK])
