@@ -154,6 +154,9 @@ def test_a_stopped_process_is_replaced_and_the_server_keeps_answering():
         assert 503 in codes and 200 in codes, codes  # the stuck one is answered, the others served
         refused = next(r for r in results if r.status_code == 503)
         assert refused.headers["retry-after"] == "1" and "longer than 3 s" in refused.json()["error"]
+        not_ready = c.get("/readyz")  # its replacement is still importing torch
+        assert not_ready.status_code == 503 and not_ready.json() == {"status": "not ready"}
+        assert "digitlab_ready 0.0" in c.get("/metrics").text
         wait_ready(c)
         assert stopped not in pids(app) and len(pids(app)) == 2
         assert 'digitlab_worker_restarts_total{reason="stuck"} 1.0' in c.get("/metrics").text

@@ -15,6 +15,7 @@ import json
 import math
 from collections.abc import Mapping
 from numbers import Real
+from typing import TypeGuard
 
 import torch
 from torch import nn
@@ -67,7 +68,7 @@ def with_digest(ckpt: dict) -> dict:
     return {**ckpt, DIGEST_KEY: tensor_digest(ckpt)}
 
 
-def _is_int(v: object) -> bool:
+def _is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 

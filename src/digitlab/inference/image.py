@@ -92,7 +92,7 @@ def decode_image(data: bytes, name: str = "image bytes") -> Image.Image:
             # Pillow warns between MAX_IMAGE_PIXELS and twice that; treat the warning as the error.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data" and the like: read what is readable
-            img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+            img: Image.Image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
             w, h = img.size  # from the header: nothing decoded yet
             if w * h > MAX_PIXELS:
                 raise DigitlabError(f"{name}: {w}x{h} pixels is over the limit of {MAX_PIXELS / 1e6:.0f} megapixels")

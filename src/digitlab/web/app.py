@@ -18,6 +18,7 @@ import logging
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -30,7 +31,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digitlab.errors import DigitlabError
 from digitlab.inference.image import MAX_PIXELS
@@ -63,7 +64,7 @@ PAGE_HEADERS = {
 
 log = logging.getLogger(__name__)
 
-_ERRORS = {code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 503)}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 503)}
 # /api/predict reads its body itself (multipart, JSON or raw image), so /docs is told here.
 _PREDICT_BODY_DOC = {
     "requestBody": {
@@ -112,7 +113,7 @@ class BodyLimit:
             return
         seen = 0
 
-        async def counted() -> dict:
+        async def counted() -> Message:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))

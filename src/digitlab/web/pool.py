@@ -126,6 +126,7 @@ def _worker_main(conn: Connection, predictor, parent: int) -> None:
             except Exception as exc:  # noqa: BLE001 - the server reports it and starts no traffic here
                 conn.send((False, RuntimeError(f"warm-up failed: {type(exc).__name__}: {exc}")))
             continue
+        answer: tuple[bool, object]
         try:
             answer = (True, predict_image(_predictor, *message))
         except Exception as exc:  # noqa: BLE001 - the server decides what the client sees
@@ -319,7 +320,7 @@ class InferencePool:
         if not self.slots.acquire(blocking=False):
             raise ServerBusy
         self.in_flight += 1
-        if not self.processes:
+        if self.executor is not None:
             try:
                 future = self.executor.submit(predict_image, self.predictor, data, source, top_k, include_input)
             except BaseException:
@@ -336,7 +337,9 @@ class InferencePool:
         task.add_done_callback(_retrieve)  # no "exception never retrieved" when the client has gone
         ok, answer = await asyncio.shield(task)
         if not ok:
+            assert isinstance(answer, BaseException)
             raise answer
+        assert isinstance(answer, dict)
         return answer
 
     def _release(self) -> None:
