@@ -13,6 +13,8 @@ from digitlab.cli.output import Table as RichTable
 from digitlab.evaluate.table import Table, plain
 
 if TYPE_CHECKING:
+    import rich.console
+
     from digitlab.experiments.compare import Comparison
 
 
@@ -21,11 +23,9 @@ HEADERS = {"final_acc": "final", "best_acc": "best", "seconds": "time", "params"
 NUMERIC = {"seconds", "params", "epochs", "lr", "batch_size", "width", "seed"}
 
 
-def print_table(table: Table, console: Console | None = None) -> None:
-    """A results Table as a rich table on the terminal."""
+def print_table(table: Table, console: rich.console.Console | None = None) -> None:
+    """A results Table as a rich table on the terminal (in a log, as wide as it needs: cli.output)."""
     console = console or Console()
-    if not console.is_terminal:  # piped or captured: rich would squeeze the table into 80 columns
-        console = Console(width=max(console.width, 160))
     rich = RichTable(title=table.title or None)
     for c in table.columns:
         numeric = c in NUMERIC or table.formats[c] is not plain  # accuracies, times, counts
