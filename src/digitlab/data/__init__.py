@@ -63,7 +63,8 @@ def load_dataset(
     """Load a dataset into memory as uint8 tensors.
 
     Args:
-        name: ``mnist``, ``fashion-mnist``, ``cifar10``, ``digits``, or a path to an image folder.
+        name: ``mnist``, ``fashion-mnist``, ``cifar10``, ``digits``, ``usps``, ``optdigits``, or a path to an
+            image folder.
         data_dir: where to look for (and download) files; None: ``$DIGITLAB_DATA``, then the cache.
         download: fetch missing files from the official mirrors.
         grayscale: None keeps the dataset's channels; True/False converts to gray/RGB.
