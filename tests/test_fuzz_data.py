@@ -1,7 +1,7 @@
 """Fuzzing the data readers: any input gives a valid result or a DigitlabError, within a memory bound.
 
-Targets: the IDX reader (data/mnist.py) and its label checks, the CIFAR-10 unpickler
-(data/cifar10.py), image folders (data/folder.py) and the download checksum path
+Targets: the IDX reader (data/mnist.py) and its label checks, the CIFAR-10 unpickler and
+tarball reader (data/cifar10.py), image folders (data/folder.py) and the download checksum path
 (data/download.py). Inputs are mutations of valid files and, for pickles, random opcode
 streams. Each campaign is seeded (``derandomize``) and bounded in examples and time
 (a hypothesis deadline per input: a reader that hangs fails). Short campaigns run by default,
@@ -19,6 +19,7 @@ import os
 import pickle
 import re
 import struct
+import tarfile
 import tempfile
 import tracemalloc
 import warnings
@@ -33,9 +34,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from digitlab.data.cifar10 import _batch, safe_unpickle
+from digitlab.data.base import MAX_DEFLATE_RATIO
+from digitlab.data.cifar10 import MAX_MEMBER_BYTES, _batch, _read_members, safe_unpickle
 from digitlab.data.download import checksum_ok
-from digitlab.data.mnist import IDX_TYPES, MAX_DEFLATE_RATIO, MAX_IDX_BYTES, _pair, read_idx
+from digitlab.data.locate import CIFAR_BATCHES
+from digitlab.data.mnist import IDX_TYPES, MAX_IDX_BYTES, _pair, read_idx
 from digitlab.errors import DigitlabError
 from test_data_cifar10 import py2_pickle
 from test_data_mnist import idx_bytes
@@ -297,6 +300,49 @@ def test_fuzz_cifar_unpickler(payload):
 @given(cifar_inputs)
 def test_fuzz_cifar_unpickler_long(payload):
     _cifar_property(payload)
+
+
+# --- the CIFAR-10 tarball -----------------------------------------------------------------------
+
+
+def _valid_tar() -> bytes:
+    """An uncompressed tar of the six batches (one image each) and batches.meta, as the archive lays them out."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name in [*CIFAR_BATCHES, "batches.meta"]:
+            data = VALID_BATCHES[0] if name != "batches.meta" else py2_pickle({"label_names": ["a"] * 10})
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+# The tar is mutated before it is gzipped: mutations of the gzip stream would mostly stop at its CRC.
+tar_inputs = mutated(_valid_tar(), 6).map(lambda b: gzip.compress(b, mtime=0))
+
+
+def _tar_property(archive: bytes) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "cifar-10-python.tar.gz"
+        path.write_bytes(archive)
+        # An entry is read into one buffer of its declared size: at most the cap, and at most what the archive can hold.
+        limit = min(MAX_MEMBER_BYTES, len(archive) * MAX_DEFLATE_RATIO) + 8 * MB
+        out = bounded("cifar tarball", lambda: _read_members(path), limit)
+    if out is not None:
+        assert all(isinstance(out[n], bytes) and len(out[n]) <= MAX_MEMBER_BYTES for n in CIFAR_BATCHES)
+
+
+@SHORT
+@given(tar_inputs)
+def test_fuzz_cifar_tarball(archive):
+    _tar_property(archive)
+
+
+@pytest.mark.slow
+@LONG
+@given(tar_inputs)
+def test_fuzz_cifar_tarball_long(archive):
+    _tar_property(archive)
 
 
 # --- image folders ----------------------------------------------------------------------------

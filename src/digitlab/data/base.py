@@ -6,6 +6,10 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+# Deflate inflates at most 1032-fold: a .gz of n bytes cannot hold more than this times n, so a
+# small compressed file that declares a large content is truncated before anything is allocated for it.
+MAX_DEFLATE_RATIO = 1032
+
 
 @dataclass
 class ImageData:

@@ -24,7 +24,7 @@ from typing import IO, Any, cast
 import numpy as np
 import torch
 
-from digitlab.data.base import ImageData
+from digitlab.data.base import MAX_DEFLATE_RATIO, ImageData
 from digitlab.data.locate import CIFAR_BATCHES, find_cifar10, missing_message
 from digitlab.errors import DigitlabError
 
@@ -291,6 +291,7 @@ class _BoundedReads:
 def _read_tarball(path: Path, wanted: list[str]) -> dict[str, bytes | None]:
     out: dict[str, bytes | None] = dict.fromkeys(wanted)
     try:
+        holds = path.stat().st_size * MAX_DEFLATE_RATIO  # the most the archive can inflate to
         with (
             gzip.GzipFile(path, "rb") as gz,
             tarfile.open(fileobj=cast(IO[bytes], _BoundedReads(gz, path)), mode="r:") as tar,
@@ -307,7 +308,10 @@ def _read_tarball(path: Path, wanted: list[str]) -> dict[str, bytes | None]:
                 base = member.name.rsplit("/", 1)[-1]
                 if not (member.isfile() and base in out):
                     continue
-                out[base] = tar.extractfile(member).read(MAX_MEMBER_BYTES)  # type: ignore[union-attr]
+                if member.size > holds:  # its bytes cannot be in the file: no buffer is made for them
+                    raise DigitlabError(f"{path} is truncated: {member.name} declares {member.size:,} bytes")
+                # Exactly its size: reading more would make a buffer of that size first.
+                out[base] = tar.extractfile(member).read(member.size)  # type: ignore[union-attr]
                 if all(out[n] is not None for n in wanted):
                     break  # nothing else in the archive is read
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from digitlab.data.base import ImageData
+from digitlab.data.base import MAX_DEFLATE_RATIO, ImageData
 from digitlab.data.locate import find_idx_files, missing_message
 from digitlab.errors import DigitlabError
 
@@ -50,9 +50,6 @@ STATS = {  # published per-channel mean/std of the training images, [0, 1] scale
 # inflated, so a small crafted .gz cannot expand into gigabytes; 4x leaves room for
 # larger IDX sets of the same kind while bounding memory well under 500 MB.
 MAX_IDX_BYTES = 4 * 47_040_016
-# Deflate inflates at most 1032-fold: a .gz of n bytes cannot hold more than this times n, so
-# a small file declaring a large array is truncated before anything is allocated for it.
-MAX_DEFLATE_RATIO = 1032
 # Datasets store labels as 1 dimension and images as 3 (N, H, W); 4 allows a channel axis.
 MAX_IDX_DIMS = 4
 _READ_CHUNK = 1 << 20
