@@ -292,8 +292,8 @@ def test_eval_mnist_run(mnist_dir, isolated_data_env, tmp_path, capsys):
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["dataset"] == "mnist" and metrics["checkpoint"] == str(run / "last.pt")
     assert 0.0 <= metrics["accuracy"] <= 1.0 and 0.0 <= metrics["macro_f1"] <= 1.0
-    for f in EVAL_FILES:
-        assert (run / f).is_file()
+    for f in EVAL_FILES:  # beside the run's own files (deleted above), which stay as training wrote them
+        assert (run / "eval-last" / f).is_file() and not (run / f).exists()
 
 
 def test_export_slims_a_checkpoint_that_still_predicts(mnist_dir, isolated_data_env, tmp_path, capsys, monkeypatch):
@@ -410,7 +410,7 @@ def test_experiment_permuted(mnist_dir, isolated_data_env, tmp_path, capsys, mon
     assert rc == 0
     text = capsys.readouterr().out
     assert "1000 train, 500 test images; 4 runs of 1 epoch(s)" in text
-    assert "mlp" in text and "cnn-small" in text and "permuted pixels" in text
+    assert "mlp" in text and "cnn-small" in text and "normal" in text and "permuted" in text
     result = json.loads((out / "permuted.json").read_text())
     assert set(result["table"]) == {"mlp", "cnn-small"}
     for row in result["table"].values():
