@@ -335,3 +335,17 @@ def test_oversized_batch_file_is_refused(tmp_path, isolated_data_env):
         f.truncate(MAX_MEMBER_BYTES + 1)  # sparse: no disk used
     with pytest.raises(DigitlabError, match=r"data_batch_2 is 41,943,041 bytes"):
         load_dataset("cifar10", tmp_path, download=False)
+
+
+def test_entry_larger_than_the_archive_can_hold_is_refused_before_a_buffer_is_made(tmp_path, isolated_data_env):
+    import gzip
+
+    info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+    info.size = 30_000_000  # under the cap, but a 200-byte archive cannot inflate to it
+    (tmp_path / "cifar-10-python.tar.gz").write_bytes(gzip.compress(info.tobuf(tarfile.USTAR_FORMAT)))
+
+    def run():
+        with pytest.raises(DigitlabError, match="is truncated: cifar-10-batches-py/data_batch_1 declares 30,000,000"):
+            load_dataset("cifar10", tmp_path, download=False)
+
+    assert traced_peak(run) < 4 << 20
