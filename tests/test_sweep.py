@@ -164,4 +164,5 @@ def test_a_run_stopped_half_way_continues_with_resume(tmp_path, monkeypatch):
     fresh = commands[1]
     assert fresh[fresh.index("--lr") + 1] == "0.3" and fresh[fresh.index("--seed") + 1] == "0"
     assert fresh[fresh.index("--name") + 1] == "lr0.3_seed0" and "--limit-train" in fresh
-    assert "already finished" in lines[0]
+    assert "already finished" in lines[0] and lines[1].startswith("lr0.2_seed0: resuming (output in ")
+    assert lines[3].startswith("lr0.3_seed0: training")

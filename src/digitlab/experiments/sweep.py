@@ -239,6 +239,7 @@ class _Runner:
             args += ["--name", name, "--runs-dir", str(self.folder)]
         cmd = [sys.executable, "-m", "digitlab", "train", *args, *self.threads, "--quiet"]
         log_path = self.folder / f"{name}.log"  # beside the run directory (which may never be made)
+        self.log(f"{name}: {'resuming' if '--resume' in args else 'training'} (output in {log_path})")
         with log_path.open("a") as out:
             out.write("$ " + " ".join(cmd) + "\n")
             out.flush()
@@ -359,7 +360,7 @@ def run_sweep(spec: SweepSpec, folder: str | Path, *, jobs: int = 1, log=print) 
         spec: what to vary and how (``parse_spec`` builds one from the command line).
         folder: the sweep's folder: ``study.db``, ``sweep.json``, one run directory and log per run.
         jobs: runs trained at the same time (each gets cores/jobs threads unless the flags say ``--threads``).
-        log: called with one line per finished, reused or failed run.
+        log: called with one line when a run starts and one when it has finished, failed or was already done.
     """
     try:
         import optuna
