@@ -60,6 +60,18 @@ def test_read_images_reads_each_drawn_digit(shipped, presentation):
     assert r.inputs.shape == (3, 1, 28, 28) and int(r.inputs.max()) == 255  # what the model saw
 
 
+def test_eval_report_with_a_question_column_averages_over_digits(shipped, tmp_path):
+    x, y = bold_digits(16)
+    x = torch.cat([x, torch.zeros(1, 1, 16, 16, dtype=torch.uint8)])  # a blank: read as no digit
+    source = R.ReadSource("drawn", torch.cat([y, torch.tensor([7])]), images=x)
+    metrics = R.evaluate_as_read(shipped, source, "raw", tmp_path, {"checkpoint": "shipped"})
+    assert metrics["no_digit"] == 1 and metrics["accuracy"] == 0.75 and metrics["classes"][-1] == "?"
+    assert metrics["confusion"][7][10] == 1  # the blank 7, in the ? column
+    assert metrics["macro_recall"] == pytest.approx((1 + 0.5 + 1) / 3)  # 1, 7 (one of two), 0
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert saved["macro_recall"] == metrics["macro_recall"] and "?" not in saved["report_text"]
+
+
 def test_a_blank_image_counts_as_no_digit(shipped):
     x = torch.zeros(2, 1, 16, 16, dtype=torch.uint8)
     x[1, 0, 3:13, 7:9] = 255  # a 1

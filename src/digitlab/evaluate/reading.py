@@ -9,6 +9,7 @@ the confusion matrix as the extra column ``?``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,7 +177,9 @@ def reading_source(ckpt: dict, dataset: str | None, data_dir, presentation: str 
 def evaluate_as_read(predictor, source: ReadSource, presentation: str | None, out_dir, meta: dict) -> dict:
     """Read ``source`` with ``predictor`` and write the usual report (confusion with a ``?`` column for
     readings that are not one digit, the worst errors as the model saw them) into ``out_dir``."""
-    from digitlab.evaluate.report import write_report
+    from sklearn.metrics import classification_report
+
+    from digitlab.evaluate.report import format_report, write_report
 
     if source.paths is not None:
         reading = read_files(predictor, source.paths)
@@ -186,8 +189,22 @@ def evaluate_as_read(predictor, source: ReadSource, presentation: str | None, ou
     meta = {**meta, "dataset": source.name, **reading_meta(reading, None if source.paths else presentation or "raw")}
     probs, classes = reading.probs, [*predictor.classes, NOT_ONE_DIGIT]
     if not probs[:, -1].any():  # every image read as one digit: no ? column to average over
-        probs, classes = probs[:, :-1], classes[:-1]
-    return write_report(out_dir, source.labels, probs, classes, reading.inputs, meta=meta)
+        return write_report(out_dir, source.labels, probs[:, :-1], classes[:-1], reading.inputs, meta=meta)
+    metrics = write_report(out_dir, source.labels, probs, classes, reading.inputs, meta=meta)
+    # Macro averages over the digit classes: ? is no class of the data (its precision and recall are 0 by
+    # definition), and each digit's recall already counts its readings as ? against it.
+    digits = [c for c in predictor.classes if metrics["per_class"][c]["support"] > 0]
+    for key, name in (("macro_precision", "precision"), ("macro_recall", "recall"), ("macro_f1", "f1-score")):
+        metrics[key] = float(np.mean([metrics["per_class"][c][name] for c in digits]))
+    labels = list(range(len(predictor.classes)))
+    metrics["report_text"] = classification_report(
+        source.labels.numpy(), probs.argmax(1).numpy(), labels=labels, target_names=predictor.classes, digits=4,
+        zero_division=0,
+    )  # fmt: skip
+    out = Path(out_dir)
+    (out / "report.txt").write_text(format_report(metrics) + "\n", encoding="utf-8")
+    (out / "eval.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False, default=str) + "\n")
+    return metrics
 
 
 def reading_dir(checkpoint: Path, source: str, presentation: str | None) -> Path:
