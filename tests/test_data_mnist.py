@@ -444,3 +444,19 @@ def test_missing_data_skips_locally_and_fails_in_ci(monkeypatch, tmp_path):
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI=true: missing data fails the run"):
         missing_data(message)
+
+
+def test_a_checkpoints_stored_data_dir_is_a_hint(tmp_path, isolated_data_env, monkeypatch, capsys):
+    """The shipped model's config says ../shared/data; elsewhere, eval finds MNIST the usual way."""
+    from digitlab.cli import main
+    from digitlab.data.locate import stored_data_dir
+    from digitlab.inference.predictor import default_model_path
+
+    assert stored_data_dir(str(tmp_path)) == str(tmp_path)
+    assert stored_data_dir(str(tmp_path / "gone")) is None and stored_data_dir(None) is None
+    tiny_mnist(tmp_path / "data" / "mnist", n_train=20, n_test=10)
+    monkeypatch.setenv("DIGITLAB_DATA", str(tmp_path / "data"))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")  # no ../shared/data from here
+    assert main(["eval", str(default_model_path()), "--out", str(tmp_path / "out"), "--json"]) == 0
+    assert '"accuracy"' in capsys.readouterr().out

@@ -18,6 +18,7 @@ def checkpoint_data(ckpt: dict, dataset: str | None = None, data_dir: str | None
     """The data a checkpoint was trained on (or ``dataset``, checked to have its shape), loaded the
     way its training loaded it (an image folder's gray/RGB and size)."""
     from digitlab.data import load_dataset
+    from digitlab.data.locate import stored_data_dir
     from digitlab.engine.checkpoint import check_compatible
     from digitlab.engine.plan import check_folder
 
@@ -26,7 +27,7 @@ def checkpoint_data(ckpt: dict, dataset: str | None = None, data_dir: str | None
     data_cfg = (ckpt.get("config") or {}).get("data", {})
     data = load_dataset(
         name,
-        data_dir if data_dir is not None else data_cfg.get("data_dir"),
+        data_dir if data_dir is not None else stored_data_dir(data_cfg.get("data_dir")),
         grayscale=data_cfg.get("grayscale") if dataset is None else None,
         image_size=data_cfg.get("image_size") if dataset is None else None,
     )

@@ -80,6 +80,17 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> str | None:
     return None if data_dir is None else str(existing_folder(data_dir, "--data-dir"))
 
 
+def stored_data_dir(data_dir: str | None) -> str | None:
+    """A ``data_dir`` recorded in a checkpoint's config: kept if that folder still exists, else None.
+
+    Why: it is where the training found its data, not a folder the user named now; on another
+    machine (the shipped model's ``../shared/data``) the usual search ($DIGITLAB_DATA, the cache) applies.
+    """
+    if data_dir and Path(data_dir).expanduser().is_dir():
+        return data_dir
+    return None
+
+
 def search_roots(data_dir: str | os.PathLike | None = None) -> list[Path]:
     """The directories searched, in order, without duplicates; DigitlabError for a missing one."""
     roots: list[Path] = []
