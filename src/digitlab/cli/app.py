@@ -6,6 +6,7 @@ a pipe and a log, and it does not import Rich's help renderer at start-up.
 
 from __future__ import annotations
 
+import click
 import typer
 from typer.core import TyperGroup
 
@@ -27,7 +28,7 @@ WORKFLOW = [
 
 
 class WorkflowGroup(TyperGroup):
-    def list_commands(self, ctx: typer.Context) -> list[str]:
+    def list_commands(self, ctx: click.Context) -> list[str]:
         names = list(self.commands)
         return [n for n in WORKFLOW if n in names] + [n for n in names if n not in WORKFLOW]
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 
 from digitlab.cli.app import app
 from digitlab.cli.output import Table, console
+
+if TYPE_CHECKING:
+    import rich.table
 
 
 def _fmt(s: dict | None, unit: str = "", digits: int = 1) -> str:
@@ -20,7 +24,7 @@ def _fmt(s: dict | None, unit: str = "", digits: int = 1) -> str:
 QUICK_CAPTION = "--quick: a smoke run (a subset, a few batches, 1 repeat); its numbers are not measurements"
 
 
-def render(result: dict) -> Table:
+def render(result: dict) -> rich.table.Table:
     """The bench result as one Rich table: medians with the min-max spread."""
     table = Table(
         title=f"digitlab bench ({'quick, ' if result['quick'] else ''}{result['repeats']} repeats, "

@@ -116,6 +116,7 @@ def download(
     if name == "digits":
         console.print("digits is bundled with scikit-learn: nothing to download")
         return
+    found: Path | dict[str, Path] | None  # a folder (CIFAR-10) or the files by role (IDX, text)
     if name in TEXT_FILES:
         found = find_text_files(name, TEXT_FILES[name], [], data_dir)
     else:

@@ -11,11 +11,15 @@ import glob
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from digitlab.cli.app import app
 from digitlab.cli.output import Console, Table
+
+if TYPE_CHECKING:
+    import rich.console
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 GLOB_CHARS = set("*?[")
@@ -63,7 +67,7 @@ def _format_top(items) -> str:
     return "  ".join(f"{it.label} {percent(it.probability)}" for it in items)
 
 
-def print_table(preds, console: Console, model_info: dict) -> None:
+def print_table(preds, console: rich.console.Console, model_info: dict) -> None:
     table = Table(title=f"digitlab predict ({model_info['name']}, {model_info['task']})", show_lines=False)
     table.add_column("image", overflow="fold")
     table.add_column("result", style="bold")
