@@ -7,11 +7,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from digitlab.cli.app import app
-
-console = Console()
+from digitlab.cli.output import console
 
 
 def checkpoint_data(ckpt: dict, dataset: str | None = None, data_dir: str | None = None):
@@ -50,7 +48,7 @@ def eval_cmd(
     tta: bool | None = typer.Option(
         None, "--tta/--no-tta", help="Test-time augmentation (default: as the training's final evaluation did)."
     ),
-    device: str = typer.Option("auto"),
+    device: str = typer.Option("auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
     presentation: str | None = typer.Option(
         None,
@@ -60,7 +58,11 @@ def eval_cmd(
     ),
     split: str = typer.Option("test", help="The split to evaluate: test, or train (usps keeps only train here)."),
 ) -> None:
-    """Accuracy, precision/recall/F1, classification report, confusion matrix and worst errors."""
+    """Evaluate a checkpoint: accuracy, report, worst errors.
+
+    Accuracy, precision/recall/F1 per class, the confusion matrix and the worst errors, on the
+    checkpoint's dataset (or another of the same shape).
+    """
     from digitlab.engine.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
     from digitlab.engine.device import resolve_device
     from digitlab.engine.evaluation import default_eval_dir, final_evaluation, report_evaluation
