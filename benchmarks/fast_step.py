@@ -4,8 +4,8 @@
     python benchmarks/fast_step.py --width 32 --batch 128
 
 Orders: ``late`` (format-1 checkpoints as written: conv, BN, ReLU, max pool), ``swap`` (the same
-model with the pool before the ReLU, exact: what format-1 checkpoints run now) and ``early``
-(``pool_early=True``, the default since format 2: conv, max pool, BN, ReLU). The models alternate
+model with the pool before the ReLU, exact: how format-1 checkpoints run) and ``early``
+(``pool_early=True``, the default from format 2: conv, max pool, BN, ReLU). The models alternate
 in blocks of ``--steps`` steps, so a noisy neighbour hits all alike; prints the median ms per step
 over the timed blocks and the speed-up against ``late``.
 """

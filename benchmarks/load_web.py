@@ -48,7 +48,7 @@ def browser_png(rgba: np.ndarray) -> bytes:
 
     Chrome (checked on Debian's chromium with a 280x280 canvas) writes 8-bit RGBA, filter
     "Up" on every row and zlib's fastest level. Pillow picks filters per row (mostly Paeth)
-    and its files of the same pixels decode about 3x slower, so it would not be the page's load.
+    and its files of the same pixels decode slower, so they would not be the page's load.
     """
     h, w, _ = rgba.shape
     rows = rgba.reshape(h, w * 4)

@@ -305,8 +305,8 @@ def throughput(
 ) -> dict:
     """The reference and digitlab's paths for each seed model, in turn, ``repeats`` times; ratios of the medians.
 
-    digitlab's paths: fp32; bf16 where the hardware computes it (emulated bf16 is ~10x slower, so it is
-    skipped, not timed); with ``compile``, torch.compile at the precision ``auto`` picks.
+    digitlab's paths: fp32; bf16 where the hardware computes it (emulated bf16 is many times slower, so it
+    is skipped, not timed); with ``compile``, torch.compile at the precision ``auto`` picks.
     """
     from digitlab.engine.device import cpu_has_native_bf16, resolve_precision
 

@@ -68,7 +68,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    # fast (width 16) reaches 99.2-99.3% in 2 epochs with TTA (BENCHMARKS.md)
+    # the default recipe (fast, width 16, with TTA) trains 2 epochs; BENCHMARKS.md has its accuracy
     epochs: int = option(2, "Epochs to train")
     # large enough to keep the CPU busy, small enough for ~470 steps per epoch on MNIST
     batch_size: int = option(128, "Training batch size")

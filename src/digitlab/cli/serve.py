@@ -97,15 +97,15 @@ def serve(
     from digitlab.web.pool import default_processes
 
     # Requests run in parallel on the workers; torch's own threads on top of them only wait
-    # for each other (a 0.2 ms forward took 35 ms with 2 intra-op threads on a busy 2-core box).
+    # for each other (a sub-millisecond forward takes many times longer with 2 intra-op threads on a busy
+    # 2-core box).
     torch.set_num_threads(1)
 
     console = Console(stderr=True)
     # Loads the model now, so errors show before binding; prediction processes start with the server.
     if processes is None:
-        processes = (
-            0 if workers else default_processes()
-        )  # --workers alone: threads, as before processes were the default
+        # --workers alone: that many prediction threads and no processes
+        processes = 0 if workers else default_processes()
     try:
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:

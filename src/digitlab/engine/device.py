@@ -42,9 +42,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     """Pick the compute precision. `auto`: bf16 on GPUs that have it (fp16 otherwise); on CPU,
     bf16 where the CPU computes it natively, fp32 elsewhere.
 
-    Measured (BENCHMARKS.md): with bf16 in hardware (Xeon with AMX) bf16 autocast + channels_last
-    trains the small digit nets 1.5-2x faster than fp32; on an AVX2-only CPU (AMD EPYC) bf16 is
-    emulated and trains about 10x slower than fp32. An explicit `bf16` is obeyed, with a warning.
+    With bf16 in hardware (Xeon with AMX) bf16 autocast + channels_last trains the small digit nets
+    faster than fp32; on an AVX2-only CPU (AMD EPYC) bf16 is emulated and trains many times slower
+    than fp32 (BENCHMARKS.md has both). An explicit `bf16` is obeyed, with a warning.
     """
     if precision not in PRECISIONS:
         raise unknown_name("precision", precision, list(PRECISIONS))

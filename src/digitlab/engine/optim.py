@@ -62,7 +62,7 @@ def compiled_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
     """``optimizer.step`` under ``torch.compile`` (static shapes); compiled at its first call.
 
     Worth it where the step is many small unfused ops: Adadelta on CPU (5 ops per parameter, no fused
-    or foreach kernel) took ~19% of seed 000's step; compiled, the step ran 15% faster (BENCHMARKS.md).
+    or foreach kernel) is a large share of seed 000's step, and compiling it shortens the step (BENCHMARKS.md).
     The learning rates become 0-d tensors, so a schedule that changes them does not recompile.
     """
     for group in optimizer.param_groups:

@@ -41,8 +41,8 @@ _ONECYCLE = dict(
 
 # Datasets that the MNIST-tuned defaults serve badly: applied under the flags when no preset is named.
 DATASET_DEFAULTS: dict[str, dict] = {
-    # 1,438 training images: 2 epochs of batch 128 are 24 steps (84.7% with the default model);
-    # 10 epochs of batch 32 are 450 steps: 99.65% mean over 4 seeds, in about 1 s.
+    # 1,438 training images: 2 epochs of batch 128 are only 24 steps, too few for the default model;
+    # 10 epochs of batch 32 are 450 steps, still a short run (BENCHMARKS.md has the accuracy).
     "digits": dict(epochs=10, batch_size=32),
 }
 
@@ -51,7 +51,7 @@ PRESETS: dict[str, Preset] = {
         "seed 000 / PyTorch examples: cnn, Adadelta lr 1.0, step gamma 0.7, 14 epochs, batch 64",
         data=dict(dataset="mnist", augment="none"),
         model=dict(model="cnn"),
-        # compile_step: Adadelta's step is ~19% of this model's CPU step unfused (BENCHMARKS.md)
+        # compile_step: unfused, Adadelta's step is a large share of this model's CPU step (BENCHMARKS.md)
         train=dict(
             _SEED, optimizer="adadelta", lr=1.0, schedule="step", gamma=0.7, epochs=14, batch_size=64, compile_step=True
         ),

@@ -48,7 +48,7 @@ def plot_curves(history: list[dict], path: str | Path | None = None, *, steps: l
     """Training loss at every step with each evaluated epoch's test point over it, and accuracy.
 
     The x axis counts steps (epochs on the top axis), so a one-epoch run is a curve of its steps
-    rather than a single point. Without ``steps`` (runs from before step losses were kept) the
+    rather than a single point. Without ``steps`` (a run whose metrics have no step losses) the
     curves are per epoch, as seed 001 drew them.
 
     Args:

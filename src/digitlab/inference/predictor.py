@@ -119,10 +119,10 @@ class Predictor:
     """A loaded model plus the preprocessing its checkpoint asks for."""
 
     def __init__(self, model: torch.nn.Module | OnnxModel, ckpt: dict, device: str | torch.device = "cpu"):
-        # channels_last: oneDNN's convolutions skip a layout reorder; the shipped model's forward at
-        # batch 1-2 on one CPU thread takes ~25% less (0.86 -> 0.67 ms), outputs equal to ~1e-6.
-        # BatchNorms folded into the convs: 0.66 -> 0.54 ms more (fold_batchnorm; the caller's model is not changed).
-        # An ONNX model (onnxruntime) was folded at export and takes its input as it comes.
+        # channels_last: oneDNN's convolutions skip a layout reorder, so the shipped model's forward at
+        # batch 1-2 on one CPU thread is shorter, outputs equal to ~1e-6. BatchNorms folded into the convs
+        # shorten it again (fold_batchnorm; the caller's model is not changed). BENCHMARKS.md has the latency.
+        # An ONNX model (onnxruntime) is folded at export and takes its input as it comes.
         self.model = (
             fold_batchnorm(model).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             if isinstance(model, torch.nn.Module)

@@ -2,8 +2,8 @@
 
 ``fast`` is the default MNIST model. On a 2-core CPU the cost of a small conv net is dominated
 by memory traffic at full resolution, not by multiply-adds, so its stem is a stride-2 4x4 conv
-that goes straight to 14x14 (almost twice the images/s of conv + maxpool at 28x28, same
-one-epoch accuracy; BENCHMARKS.md). ``fast-wide`` spends more compute for ``--preset best``;
+that goes straight to 14x14 (more images/s than conv + maxpool at 28x28, same one-epoch
+accuracy; BENCHMARKS.md). ``fast-wide`` spends more compute for ``--preset best``;
 ``fast-cifar`` is an airbench-style net for CIFAR-10 on a GPU.
 """
 
@@ -27,10 +27,10 @@ def conv_bn(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, padding: in
 class FastNet(nn.Module):
     """Stride-2 stem, two 3x3 conv stages with one maxpool between, global max pool, linear head.
 
-    ``pool_early`` (the default since checkpoint format 2) pools the second stage's last conv
+    ``pool_early`` (the default; checkpoint format 2 and later) pools the second stage's last conv
     before its BatchNorm and ReLU, in airbench's order (conv, pool, BN, ReLU): those two then run
-    on 4x fewer pixels, and a bf16 training step of ``fast`` takes 1.3x less time on 2 CPU cores
-    at the same accuracy (BENCHMARKS.md). ``pool_early=False`` is the order of older checkpoints
+    on 4x fewer pixels, and a bf16 training step of ``fast`` takes less time at the same accuracy
+    (BENCHMARKS.md). ``pool_early=False`` is the order of checkpoints below format 2
     (conv, BN, ReLU, pool), run as conv, BN, pool, ReLU: the same outputs (``pool_before_relu``).
     """
 
@@ -84,7 +84,7 @@ def fast_wide(
     return FastNet(num_classes=num_classes, in_channels=in_channels, width=width, depth=2, pool_early=pool_early)
 
 
-# Checkpoints older than format 2 hold these models in the pool-late order (engine/checkpoint.py).
+# Checkpoints of a format below 2 hold these models in the pool-late order (engine/checkpoint.py).
 POOL_LATE_BEFORE_FORMAT_2 = ("fast", "fast-wide")
 
 

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 ROUTES = ("/", "/api/predict", "/api/model", "/healthz", "/livez", "/readyz", "/metrics")
-# From a canvas digit (~5 ms) to the request deadline (10 s), log-spaced.
+# From the quickest answer (a canvas digit) to the request deadline (10 s), log-spaced.
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 
 

@@ -44,7 +44,7 @@ MAX_DEFAULT_PROCESSES = 8  # each holds a model and a torch runtime (~240 MB res
 # Several hundred times the shipped model's median answer (BENCHMARKS.md, web), and room for the
 # largest allowed photo (40 megapixels) on a busy core: only a stuck process reaches it.
 REQUEST_DEADLINE_S = 10.0
-# A fresh process imports torch and unpickles the model: 2-5 s on a quiet machine, more when
+# A fresh process imports torch and unpickles the model: seconds on a quiet machine, more when
 # its cores are shared. Past this it is taken for failed and started again.
 STARTUP_DEADLINE_S = 120.0
 RETRY_AFTER_S = 1  # what a 503 tells the client to wait (a replacement is ready within seconds)
@@ -54,7 +54,7 @@ def default_processes() -> int:
     """Prediction processes ``digitlab serve`` starts unless told: one per core it may use, plus one.
 
     The extra one has a request in hand while another waits for the server to pass it the next
-    image: on a 2-core machine, 3 processes answered 5-10% more requests per second than 2.
+    image, so the cores stay busy (BENCHMARKS.md, web: requests per second by process count).
     """
     try:
         cores = len(os.sched_getaffinity(0))
