@@ -71,7 +71,7 @@ def _swap(model, opts):
         for name, m in parent.named_children():
             if "slicepool" in opts and isinstance(m, torch.nn.MaxPool2d):
                 setattr(parent, name, SlicePool())
-    if "poolfirst" in opts:  # digitlab's cnn pools before the ReLU; as_the_seed_wrote_it put the seed's order back
+    if "poolfirst" in opts:  # digitlab's cnn pools before the ReLU; as_the_seed_wrote_it puts the seed's order back
         pool_before_relu(model.features)
 
 

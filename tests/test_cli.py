@@ -32,8 +32,8 @@ PRESET_DATASET = {
 MNIST_PRESETS = [name for name, d in PRESET_DATASET.items() if d == "mnist"]
 CIFAR_PRESETS = [name for name, d in PRESET_DATASET.items() if d == "cifar10"]
 LIMITS = ["--limit-train", "512", "--limit-test", "256"]
-# Top-level commands that have a smoke test; a new command needs one. `bench --quick` takes ~30 s on
-# 2 cores, so it runs end to end in tests/test_bench.py and only its --help runs here.
+# Top-level commands that have a smoke test; a new command needs one. `bench --quick` is too long for
+# this module, so it runs end to end in tests/test_bench.py and only its --help runs here.
 SMOKED = {"models", "summary", "train", "eval", "data", "experiment", "predict", "serve", "bench", "export"}
 # Commands whose end-to-end tests live in their own module, which runs them through main().
 SMOKED_ELSEWHERE = {
@@ -58,7 +58,7 @@ EVAL_FILES = ("confusion.png", "errors.png", "report.txt", "eval.json")
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """Tiny models run fastest on one thread (two threads on a busy 2-core box were 30x slower);
+    """Tiny models run fastest on one thread (two threads on a busy 2-core box wait for each other);
     `train --threads` would also change the process-wide setting, so restore it."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -157,7 +157,7 @@ def test_summary_cnn(capsys):
         (["train", "--epochs", "abc"], "Invalid value for '--epochs'"),
         (["predict"], "Missing argument"),
         (["no-such-command"], "No such command 'no-such-command'"),
-        (["bench", "--repeats", "0"], "Invalid value for '--repeats'"),  # 0 repeats once ran a bench anyway
+        (["bench", "--repeats", "0"], "Invalid value for '--repeats'"),  # 0 repeats is refused, not a bench of nothing
     ],
 )
 def test_usage_errors_are_a_message_and_exit_code_2(capsys, argv, message):

@@ -45,7 +45,7 @@ def test_help_is_classic_click_help(path, capsys):
 
 
 def test_every_option_has_help():
-    """Every flag of every command says what it is for (six train flags once had no help)."""
+    """Every flag of every command says what it is for."""
     root = typer.main.get_command(app)
     missing = []
     for path in COMMANDS:
@@ -111,7 +111,7 @@ def test_command_list_lines_are_whole_sentences(name, capsys):
 
 
 def test_piped_output_is_not_wrapped_at_80_columns(capsys, monkeypatch):
-    """In a pipe or a CI log each printed line stays one line: Rich once wrapped at 80 columns mid-phrase."""
+    """In a pipe or a CI log each printed line stays one line (Rich wraps at 80 columns mid-phrase unless told the width)."""
     from digitlab.engine.presets import list_presets
 
     monkeypatch.delenv("COLUMNS", raising=False)

@@ -102,8 +102,8 @@ def test_digits_trains_with_its_own_defaults_under_flags_and_presets(tmp_path, c
     ],
 )
 def test_out_of_range_numbers_are_refused_before_any_work(tmp_path, capsys, flag, value):
-    """Each once ended in a traceback (ZeroDivisionError, torch's ValueError, a conv error) or, for
-    --epochs 0, in a run that trained nothing and printed nan%; now one line naming the flag, exit 2."""
+    """One line naming the flag, exit 2: not a traceback (ZeroDivisionError, torch's ValueError, a conv
+    error) nor, for --epochs 0, a run that trains nothing and prints nan%."""
     rc = main(["train", "--dataset", "digits", flag, value, "--runs-dir", str(tmp_path), "-q"])
     assert rc == 2
     err = capsys.readouterr().err

@@ -68,8 +68,8 @@ def test_download_command(tmp_path, isolated_data_env, capsys):
 
 
 def test_skipped_images_are_one_warning_line(tmp_path, isolated_data_env, capsys):
-    """An unreadable file is reported once, as `warning: ...` (it was printed twice: a log line, then a
-    Python UserWarning with its source line)."""
+    """An unreadable file is reported once, as `warning: ...` (not also as a Python UserWarning with its
+    source line)."""
     rng = np.random.default_rng(0)
     for cls in ("cat", "dog"):
         (tmp_path / cls).mkdir()

@@ -30,7 +30,7 @@ def test_explicit_bf16_is_obeyed_with_a_warning_where_emulated(monkeypatch):
 
 
 def test_default_and_fast_presets_choose_precision_by_hardware():
-    # A hard-coded bf16 made training ~10x slower on CPUs that emulate it (AMD EPYC, AVX2).
+    # A hard-coded bf16 would make training many times slower on CPUs that emulate it (AMD EPYC, AVX2).
     assert RunConfig().train.precision == "auto"
     for name in ("fast", "fast-99.5", "best"):
         assert PRESETS[name].train["precision"] == "auto", name

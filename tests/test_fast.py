@@ -50,7 +50,7 @@ def test_pool_late_order_of_old_checkpoints_has_their_outputs_and_gradients(name
     assert kinds[kinds.index("MaxPool2d") - 1 : kinds.index("MaxPool2d") + 2] == ["Conv2d", "MaxPool2d", "BatchNorm2d"]
     assert [type(m).__name__ for m in late.features][kinds.index("MaxPool2d") + 1 :][:2] == ["MaxPool2d", "ReLU"]
     assert [type(m).__name__ for m in old.features][kinds.index("MaxPool2d") + 1 :][:2] == ["ReLU", "MaxPool2d"]
-    assert set(late.state_dict()) != set(new.state_dict())  # so old weights can never load into the new order
+    assert set(late.state_dict()) != set(new.state_dict())  # pool-late weights never load as pool-early
     x = torch.randn(8, 1, 28, 28)
     out, ref = late(x), old(x)
     assert torch.equal(out, ref)

@@ -146,7 +146,7 @@ def test_eps_never_reaches_ghostscript(monkeypatch):
 
 
 def test_any_decoder_exception_is_a_digitlab_error(monkeypatch):
-    # A corrupt file can make a decoder raise anything (a DDS once raised NotImplementedError).
+    # A corrupt file can make a decoder raise anything (a DDS can raise NotImplementedError).
     from PIL import ImageFile
 
     data = png_bytes(Image.new("L", (8, 8)))

@@ -392,8 +392,8 @@ def _varied_images(mnist_dir) -> list[Image.Image]:
 
 
 def test_faster_steps_give_the_same_outputs(mnist_dir, monkeypatch):
-    """The web's hot path was made faster (matrices for small blurs, crops to the ink,
-    written-out filters); every 28x28 input stays within 1 grey level, every box the same."""
+    """The web's hot path has faster versions of its steps (matrices for small blurs, crops to the ink,
+    written-out filters); every 28x28 input stays within 1 grey level of the reference, every box the same."""
 
     def run(images):  # (ink on light paper?, [(28x28 input, box)]) per image
         out = []

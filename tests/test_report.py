@@ -83,7 +83,7 @@ def test_format_report():
 
 
 def test_one_error_is_singular(tmp_path):
-    """The report once said "1 errors"."""
+    """One error is "1 error", not "1 errors"."""
     y = torch.tensor([0, 1, 2])
     probs = torch.tensor([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.7, 0.2, 0.1]])  # only c -> a is wrong
     metrics = write_report(tmp_path, y, probs, CLASSES, torch.zeros(3, 1, 28, 28, dtype=torch.uint8))

@@ -509,7 +509,7 @@ def test_serve_runs_processes_by_default_and_threads_when_asked(monkeypatch, cap
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
     monkeypatch.setattr("digitlab.web.pool.default_processes", lambda: 3)
     assert main(["serve"]) == 0
-    assert main(["serve", "--workers", "4"]) == 0  # threads, as before processes were the default
+    assert main(["serve", "--workers", "4"]) == 0  # --workers alone: threads, no processes
     assert main(["serve", "--processes", "2", "--workers", "4"]) == 0
     assert main(["serve", "--processes", "0"]) == 0
     assert [(k["processes"], k["workers"]) for k in seen] == [(3, 2), (0, 4), (2, 4), (0, 2)]
