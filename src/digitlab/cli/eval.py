@@ -37,7 +37,9 @@ def checkpoint_data(ckpt: dict, dataset: str | None = None, data_dir: str | None
 def eval_cmd(
     checkpoint: str = typer.Argument(..., help="A checkpoint file or a run directory (its best.pt)."),
     dataset: str | None = typer.Option(
-        None, help="Evaluate on another dataset of the same shape (default: the checkpoint's)."
+        None,
+        help="Evaluate on another dataset (default: the checkpoint's); one of another shape (usps, optdigits) or an "
+        "image folder of digits is read as `digitlab predict` reads.",
     ),
     data_dir: str | None = typer.Option(None, help="Where the data files are."),
     out: str | None = typer.Option(
