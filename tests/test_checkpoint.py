@@ -243,3 +243,34 @@ def test_the_predictor_never_answers_nan():
         predictor.predict(img)
     with pytest.raises(DigitlabError, match="temperature"):
         Predictor(model, {**ck, "temperature": 0.0})
+
+
+def test_a_checkpoint_cannot_make_loading_call_a_function(tmp_path):
+    # model_name as an import path is for model classes of your own; a function it names is never called.
+    marker = tmp_path / "ran"
+    ck = make_ckpt()
+    ck["model_name"] = "subprocess:run"
+    ck["model_args"] = {"args": f"touch {marker}", "shell": True}
+    path = save_checkpoint(tmp_path / "evil.pt", ck)
+    with pytest.raises(DigitlabError, match="not a torch.nn.Module class"):
+        model_from_checkpoint(load_checkpoint(path))
+    assert not marker.exists()
+
+
+class OwnNet(torch.nn.Module):
+    """A model of one's own, named by import path (this test module is importable as ``test_checkpoint``)."""
+
+    def __init__(self, num_classes: int, in_channels: int, image_size: int) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(in_channels * image_size * image_size, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1))
+
+
+def test_a_model_class_of_ones_own_still_loads_by_import_path(tmp_path):
+    ck = make_ckpt()
+    ck["model_name"] = "test_checkpoint:OwnNet"
+    ck["state_dict"] = OwnNet(**ck["model_args"]).state_dict()
+    model = model_from_checkpoint(load_checkpoint(save_checkpoint(tmp_path / "own.pt", ck)))
+    assert type(model).__name__ == "OwnNet" and model(torch.zeros(1, 1, 28, 28)).shape == (1, 10)

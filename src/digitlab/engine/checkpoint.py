@@ -15,7 +15,15 @@ from typing import BinaryIO
 import torch
 from torch import nn
 
-from digitlab.engine.integrity import DIGEST_KEY, check_digest, check_fields, check_outputs, check_weights, with_digest
+from digitlab.engine.integrity import (
+    DIGEST_KEY,
+    check_digest,
+    check_fields,
+    check_model_class,
+    check_outputs,
+    check_weights,
+    with_digest,
+)
 from digitlab.errors import DigitlabError
 from digitlab.models import create_model
 from digitlab.models.fast import POOL_LATE_BEFORE_FORMAT_2
@@ -152,6 +160,7 @@ def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu") -> nn.
     args = dict(ckpt["model_args"])
     if ckpt["digitlab"] < 2 and ckpt["model_name"] in POOL_LATE_BEFORE_FORMAT_2:
         args.setdefault("pool_early", False)  # the layer order these weights were trained in
+    check_model_class(ckpt["model_name"], "checkpoint")  # never call a function a checkpoint names
     try:
         model = create_model(ckpt["model_name"], **args)
     except (TypeError, ValueError, RuntimeError) as exc:  # an unknown or out-of-range argument in model_args

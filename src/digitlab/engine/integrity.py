@@ -11,6 +11,7 @@ width or that are not finite. Checkpoints written before the digest existed load
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from digitlab.errors import DigitlabError
+from digitlab.models.registry import is_import_path, model_info
 
 DIGEST_KEY = "digest"
 # The fields that decide a prediction besides the weights: a change to any of them changes answers.
@@ -136,6 +138,22 @@ def check_fields(ckpt: dict, where: str) -> None:
     for key in ("test_acc", "accuracy"):
         if isinstance(metrics, dict) and metrics.get(key) is not None and not _is_number(metrics[key]):
             raise bad("metrics", f"gives {key}={metrics[key]!r}, not a number")
+
+
+def check_model_class(name: str, where: str) -> None:
+    """A model named by import path must be a ``torch.nn.Module`` class before the checkpoint calls it.
+
+    A checkpoint's fields are data: without this, ``model_name="subprocess:run"`` and
+    ``model_args={"args": "...", "shell": True}`` would run a command when the file is loaded,
+    which ``torch.load(weights_only=True)`` exists to prevent.
+    """
+    if not is_import_path(name):
+        return
+    fn = model_info(name).fn
+    if not (inspect.isclass(fn) and issubclass(fn, nn.Module)):
+        raise DigitlabError(
+            f"{where}: model {name!r} is not a torch.nn.Module class; a checkpoint may only name a model class"
+        )
 
 
 def check_weights(state_dict: Mapping, where: str) -> None:
