@@ -45,6 +45,7 @@ def test_throughput_compiled_column(cpp_compiler, tiny_data):
     """The compiled path of the throughput table, on tiny data with the quickest model to compile."""
     from digitlab.bench import throughput
     from digitlab.cli.bench import render
+    from digitlab.cli.output import Console
 
     row = throughput(tiny_data(n_train=200), repeats=1, steps=2, device="cpu", models=("mlp",), compile=True)["mlp"]
     assert _positive(row["digitlab_compiled"]["median"]) and _positive(row["ratio_compiled"])
@@ -62,7 +63,28 @@ def test_throughput_compiled_column(cpp_compiler, tiny_data):
         "throughput": {"mlp": row},
         "inference": {"model": "fast", "batch_1000_images_per_s": {}, "single_image_ms": {"p50": 1.0, "p99": 1.0}},
     }
-    render(result)  # the table shows every column that was measured
+    console = Console(record=True, width=200)
+    console.print(render(result))
+    lines = console.export_text().splitlines()
+
+    def shows(measure: str, value: str) -> bool:  # one line of the table holds the measure and its value
+        return any(measure in line and value in line for line in lines)
+
+    def spread(s: dict) -> str:
+        return f"{s['median']:.0f} ({s['min']:.0f}-{s['max']:.0f})"
+
+    # the table shows every column that was measured, with its value
+    assert shows("mlp: reference img/s", spread(row["reference"]))
+    assert shows(f"mlp: digitlab fp32 img/s (x{row['ratio_fp32']:.2f})", spread(row["digitlab_fp32"]))
+    compiled = f"mlp: digitlab compiled {row['compiled_precision']} img/s (x{row['ratio_compiled']:.2f})"
+    assert shows(compiled, spread(row["digitlab_compiled"]))
+    assert shows("mlp: compile seconds", f"{row['compile_seconds']:.1f} s")
+    if row.get("digitlab_bf16") is not None:
+        assert shows(f"mlp: digitlab bf16 img/s (x{row['ratio_bf16']:.2f})", spread(row["digitlab_bf16"]))
+    else:
+        assert shows("mlp: digitlab bf16", "skipped: no native bf16 on this CPU")
+    assert shows("`digitlab train` wall time", "1.0 s (1.0-1.0)")
+    assert shows("fast single image p50 / p99", "1.00 / 1.00 ms")
 
 
 def test_bench_times_the_engines_own_step(monkeypatch, tiny_data):
@@ -83,7 +105,7 @@ def test_bench_times_the_engines_own_step(monkeypatch, tiny_data):
 
 
 def test_quick_render_says_it_is_a_smoke_run():
-    """`bench --quick`'s ~11% accuracy once printed like a result."""
+    """`bench --quick`'s accuracy (a few batches of a subset) is labelled a smoke run, not a result."""
     from digitlab.cli.bench import render
     from digitlab.cli.output import Console
 
