@@ -79,13 +79,16 @@ def load_dataset(
         if not _looks_like_path(name):
             err = unknown_name("dataset", name, list_datasets())
             raise DigitlabError(f"{err}, or a path to an image folder")
+        from digitlab.data.cifar10_jpeg import as_cifar10, is_cifar10_folder, load_cifar10_jpeg, looks_like_cifar10
         from digitlab.data.folder import load_folder
 
-        data = load_folder(name, grayscale=grayscale, image_size=image_size, progress=progress)
-        from digitlab.data.cifar10_jpeg import as_cifar10, looks_like_cifar10
-
-        if looks_like_cifar10(data):  # a copy of CIFAR-10 given by path is treated as CIFAR-10
-            data = as_cifar10(data, Path(name).expanduser())
+        folder = Path(name).expanduser()
+        if is_cifar10_folder(folder) and grayscale is None and image_size is None:  # a CIFAR-10 copy, given by path
+            data = load_cifar10_jpeg(folder, progress=progress)
+        else:
+            data = load_folder(name, grayscale=grayscale, image_size=image_size, progress=progress)
+            if looks_like_cifar10(data):  # CIFAR-10's classes without train/ and test/: still CIFAR-10
+                data = as_cifar10(data, folder)
     else:
         data = _load_registered(canon, data_dir, download, progress)
         data = convert(data, grayscale=grayscale, image_size=image_size)

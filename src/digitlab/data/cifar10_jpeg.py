@@ -24,7 +24,7 @@ from PIL import Image
 from digitlab.data import imagecache
 from digitlab.data.base import ImageData
 from digitlab.data.decode import DECODE_VERSION
-from digitlab.data.folder import IMAGE_EXTENSIONS, Listing, decode_listing, load_folder
+from digitlab.data.folder import IMAGE_EXTENSIONS, Listing, decode_listing, scan_folder, warn_skipped
 from digitlab.data.locate import search_roots
 from digitlab.errors import DigitlabError
 
@@ -143,9 +143,10 @@ def _first_file(folder: Path) -> Path | None:
     """The first image of the first class (the note reads its JPEG quality)."""
     d = folder / "train" / CLASSES[0] if (folder / "train").is_dir() else folder / CLASSES[0]
     try:
-        return next((p for p in sorted(d.iterdir()) if p.name.lower().endswith(IMAGE_EXTENSIONS)), None)
+        names = [n for n in os.listdir(d) if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")]
     except OSError:
         return None
+    return d / min(names) if names else None
 
 
 def _archive_listing(path: Path) -> Listing:
@@ -187,20 +188,28 @@ def load_cifar10_jpeg(path: str | os.PathLike, *, progress: bool = True, workers
     """
     path = Path(path).expanduser()
     if path.is_dir():
-        data = load_folder(path, grayscale=False, image_size=32, progress=progress, workers=workers, cache=True)
-        data = as_cifar10(data, path)
+        listing, fingerprint = scan_folder(path)  # every file's path, size and mtime
+        settings = ["cifar10-folder", DECODE_VERSION, COPY_VERSION]
+        key = imagecache.content_key([settings, fingerprint])
+
+        def build_folder() -> ImageData:
+            data = decode_listing(listing, grayscale=False, image_size=32, progress=progress, workers=workers)
+            return as_cifar10(data, path)
+
+        data = imagecache.cached(path, settings, key, build_folder)  # as_cifar10's order and note cached too
+        warn_skipped(data.skipped, str(path))
     elif path.is_file():
         st = path.stat()
         settings = ["cifar10-archive", DECODE_VERSION, COPY_VERSION]
         key = imagecache.content_key([settings, str(path.resolve()), st.st_size, st.st_mtime_ns])
 
-        def build() -> ImageData:
+        def build_archive() -> ImageData:
             listing = _archive_listing(path)
             data = decode_listing(listing, grayscale=False, image_size=32, progress=progress, workers=workers)
             first = listing.sources[0]  # (name, bytes): the archive's first image
             return as_cifar10(data, first[1] if isinstance(first, tuple) else None)
 
-        data = imagecache.cached(path, settings, key, build)  # the note and statistics are cached too
+        data = imagecache.cached(path, settings, key, build_archive)
     else:
         raise DigitlabError(f"{path}: no such file or folder")
     data.source = str(path.resolve())

@@ -74,7 +74,7 @@ def _images_in(folder: str) -> list[tuple[str, int, int]]:
     return found
 
 
-def _scan(root: Path) -> tuple[Listing, str]:
+def scan_folder(root: Path) -> tuple[Listing, str]:
     """The folder's listing and its fingerprint (a hash of every image's relative path, size, mtime, label)."""
     split = (root / "train").is_dir() and (root / "test").is_dir()
     train_root = root / "train" if split else root
@@ -126,7 +126,7 @@ def _split(labels: np.ndarray, classes: list[str]) -> tuple[np.ndarray, np.ndarr
     return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(test_idx))
 
 
-def _warn_skipped(skipped: list[str], where: str) -> None:
+def warn_skipped(skipped: list[str], where: str) -> None:
     if skipped:
         # A warning, not also a log line: the CLI shows each warning once, as one line.
         msg = f"skipped {len(skipped)} unreadable image file(s) under {where}; first: {skipped[0]}"
@@ -156,7 +156,7 @@ def decode_listing(
     ok = np.array([e is None for e in errors], dtype=bool)
     skipped += [e for e in errors if e is not None]
     if not ok.any():
-        _warn_skipped(skipped, where)
+        warn_skipped(skipped, where)
         raise DigitlabError(f"no readable images under {where} ({len(skipped)} files failed to decode)")
 
     x = torch.from_numpy(x_np)  # (N_ok, C, H, W)
@@ -168,7 +168,7 @@ def decode_listing(
     else:
         train_sel, test_sel = _split(labels, listing.classes)
     if len(train_sel) == 0 or len(test_sel) == 0:
-        _warn_skipped(skipped, where)
+        warn_skipped(skipped, where)
         raise DigitlabError(
             f"{where}: not enough readable images for a train and a test set "
             f"({len(train_sel)} train, {len(test_sel)} test); each class needs at least two images"
@@ -218,7 +218,7 @@ def load_folder(
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DigitlabError(f"image folder {root} does not exist (or is not a folder)")
-    listing, fingerprint = _scan(root)
+    listing, fingerprint = scan_folder(root)
 
     def build() -> ImageData:
         return decode_listing(listing, grayscale=grayscale, image_size=image_size, progress=progress, workers=workers)
@@ -230,6 +230,6 @@ def load_folder(
         data = imagecache.cached(root, settings, imagecache.content_key([settings, fingerprint]), build)
     else:
         data = build()
-    _warn_skipped(data.skipped, str(root))
+    warn_skipped(data.skipped, str(root))
     data.name, data.source = str(root), str(root.resolve())
     return data
