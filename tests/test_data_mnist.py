@@ -460,3 +460,16 @@ def test_a_checkpoints_stored_data_dir_is_a_hint(tmp_path, isolated_data_env, mo
     monkeypatch.chdir(tmp_path / "work")  # no ../shared/data from here
     assert main(["eval", str(default_model_path()), "--out", str(tmp_path / "out"), "--json"]) == 0
     assert '"accuracy"' in capsys.readouterr().out
+
+
+def test_resume_after_the_data_moved_finds_it_again(tmp_path, isolated_data_env, monkeypatch, capsys):
+    """The run's recorded --data-dir is gone: --resume searches $DIGITLAB_DATA instead of failing."""
+    from digitlab.cli import main
+
+    tiny_mnist(tmp_path / "old" / "mnist", n_train=40, n_test=10)
+    args = ["train", "--model", "mlp", "--epochs", "1", "--batch-size", "20", "--runs-dir", str(tmp_path / "runs")]
+    assert main([*args, "--name", "r", "--data-dir", str(tmp_path / "old"), "--no-download", "-q"]) == 0
+    (tmp_path / "old").rename(tmp_path / "new")
+    monkeypatch.setenv("DIGITLAB_DATA", str(tmp_path / "new"))
+    assert main(["train", "--resume", str(tmp_path / "runs" / "r"), "--epochs", "2", "-q"]) == 0
+    assert "resuming r after epoch 1 of 2" in capsys.readouterr().out

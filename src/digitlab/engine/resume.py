@@ -11,6 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from digitlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from digitlab.data.locate import stored_data_dir
 from digitlab.engine.checkpoint import load_checkpoint
 from digitlab.errors import DigitlabError
 
@@ -79,6 +80,7 @@ def resume_config(state: dict, path: str | Path, given: dict[str, dict]) -> RunC
     Raises DigitlabError naming every given flag that would change the run.
     """
     cfg = config_from_state(state, str(path))
+    cfg.data.data_dir = stored_data_dir(cfg.data.data_dir)  # gone (another machine): search as usual
     refused = []
     for section, values in given.items():
         target = cfg if section == "run" else getattr(cfg, section)
