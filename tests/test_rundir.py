@@ -127,3 +127,26 @@ def test_an_existing_run_is_still_refused_without_resume(tmp_path, tiny_data):
     train(small_cfg(tmp_path, epochs=1), data=tiny_data(), quiet=True)
     with pytest.raises(DigitlabError, match="already holds a run"):
         train(small_cfg(tmp_path, epochs=1), data=tiny_data(), quiet=True)
+
+
+def test_a_kill_between_the_last_checkpoint_and_its_metrics_row_loses_no_row(tmp_path, monkeypatch, tiny_data):
+    from digitlab.engine import train as train_mod
+
+    data, real = tiny_data(), train_mod.write_metrics_csv
+
+    def killed(path, history):
+        if len(history) == 2:  # the last epoch: last.pt is saved, its metrics.csv row not yet
+            raise KeyboardInterrupt
+        return real(path, history)
+
+    monkeypatch.setattr(train_mod, "write_metrics_csv", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(small_cfg(tmp_path), data=data, quiet=True)
+    monkeypatch.undo()
+    run = tmp_path / "run"
+    assert len((run / "metrics.csv").read_text().splitlines()) == 2  # header and epoch 1
+    state = load_checkpoint(run / "last.pt")
+    train(RunConfig.from_dict(state["config"]), data=data, resume=state, quiet=True)
+    assert len((run / "metrics.csv").read_text().splitlines()) == 3 and is_finished(
+        run, load_checkpoint(run / "last.pt")
+    )

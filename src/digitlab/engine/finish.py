@@ -19,6 +19,7 @@ from digitlab.engine.calibrate import calibrate_checkpoint, fit_model_temperatur
 from digitlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from digitlab.engine.evaluation import final_evaluation, report_evaluation
 from digitlab.engine.plan import Plan
+from digitlab.engine.rundir import write_metrics_csv
 from digitlab.evaluate.calibration import fit_temperature
 from digitlab.evaluate.plots import plot_curves
 from digitlab.evaluate.report import format_report
@@ -51,6 +52,7 @@ def finish_run(
         best_epoch: the epoch that ``best.pt`` holds.
     """
     history = last["history"]
+    write_metrics_csv(run_dir / "metrics.csv", history)  # again: a kill after the last epoch's last.pt lost its row
     steps = resume_state.get("step_losses")
     plot_curves(history, run_dir / "curves.png", steps=steps.tolist() if isinstance(steps, torch.Tensor) else None)
     tta = plan.tta and finished

@@ -12,7 +12,9 @@ evaluation's files are written last, after the checkpoints are calibrated.
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
+import io
 import json
 import os
 from pathlib import Path
@@ -99,6 +101,18 @@ def write_config(path: Path, cfg: RunConfig) -> None:
     """``config.json``: the resolved config with its provenance, written whole or not at all."""
     text = json.dumps({**cfg.to_dict(), "provenance": provenance()}, indent=2) + "\n"
     write_atomically(path / "config.json", lambda f: f.write(text.encode()))
+
+
+def write_metrics_csv(path: Path, history: list[dict]) -> None:
+    """Rewrite metrics.csv whole (``write_atomically``): a Ctrl-C mid-write keeps the previous one."""
+    if not history:
+        return
+    text = io.StringIO(newline="")
+    fields = list(dict.fromkeys(k for row in history for k in row))  # rows from older versions lack columns
+    w = csv.DictWriter(text, fieldnames=fields)
+    w.writeheader()
+    w.writerows(history)
+    write_atomically(path, lambda f: f.write(text.getvalue().encode()))
 
 
 def is_finished(run_dir: Path, state: dict) -> bool:

@@ -9,31 +9,30 @@ is an index slice, augmented and normalised as a whole (see ``digitlab.data.load
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from digitlab.config import RunConfig
+from digitlab.config import RunConfig, check_config
 from digitlab.data import load_dataset
 from digitlab.data.base import ImageData
 from digitlab.data.loader import augment, iterate_batches, normalize
 from digitlab.data.locate import resolve_data_dir
 from digitlab.engine import dist
-from digitlab.engine.checkpoint import check_compatible, save_checkpoint, unwrap, write_atomically
+from digitlab.engine.checkpoint import check_compatible, save_checkpoint, unwrap
 from digitlab.engine.device import autocast
 from digitlab.engine.evaluation import EvalOutput, evaluate, tta_views  # noqa: F401  (the loop's public names)
 from digitlab.engine.finish import finish_run
 from digitlab.engine.optim import build_optimizer, compiled_step, lr_at, set_lr
 from digitlab.engine.plan import Plan, check_folder, resolve, task_of, trained_with_tta  # noqa: F401
 from digitlab.engine.reporting import EpochPrinter, StepLog, check_tensorboard
-from digitlab.engine.rundir import claim_run_dir, run_dir_of, write_config
+from digitlab.engine.rundir import claim_run_dir, run_dir_of, write_config, write_metrics_csv
 from digitlab.errors import DigitlabError
 from digitlab.models import create_model
 
@@ -87,7 +86,7 @@ def train_one_epoch(
     *,
     step: int,
     generator: torch.Generator,
-    ema: nn.Module | None = None,
+    ema: torch.optim.swa_utils.AveragedModel | None = None,
     progress=None,
     optimizer_step: Callable[[], object] | None = None,
     steps_log: StepLog | None = None,
@@ -173,7 +172,7 @@ def compile_for_training(model: nn.Module, data: ImageData, plan: Plan) -> tuple
     model.load_state_dict(state)
     torch.set_rng_state(rng)
     model.train(was_training)
-    return compiled, time.perf_counter() - t0
+    return cast(nn.Module, compiled), time.perf_counter() - t0
 
 
 def load_data(cfg: RunConfig) -> ImageData:
@@ -210,7 +209,7 @@ def make_checkpoint(model: nn.Module, plan: Plan, data: ImageData, *, epoch: int
 
 
 def _rng_state(generator: torch.Generator) -> dict:
-    state = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+    state: dict = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -221,18 +220,6 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _write_metrics_csv(path: Path, history: list[dict]) -> None:
-    """Rewrite metrics.csv whole (``write_atomically``): a Ctrl-C mid-write keeps the previous one."""
-    if not history:
-        return
-    text = io.StringIO(newline="")
-    fields = list(dict.fromkeys(k for row in history for k in row))  # rows from older versions lack columns
-    w = csv.DictWriter(text, fieldnames=fields)
-    w.writeheader()
-    w.writerows(history)
-    write_atomically(path, lambda f: f.write(text.getvalue().encode()))
 
 
 def _check_resume_fits(resume: dict, plan: Plan, data: ImageData) -> None:
@@ -267,6 +254,7 @@ def train(
             raise ValueError("train(plan, data): a plan was resolved for its data, so pass them")
         plan = cfg
     else:
+        check_config(cfg)  # before loading anything: a bad number is a usage error, not a traceback
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         if data is None:
@@ -282,7 +270,7 @@ def train(
     generator = torch.Generator().manual_seed(t.seed)  # shuffling and augmentation; same on every rank
     model = create_model(plan.model_name, **plan.model_args).to(device)
     if t.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in torch's type stubs
     optimizer = build_optimizer(model, t)
     ema = None
     if t.ema:
@@ -398,7 +386,7 @@ def train(
                     save_checkpoint(run_dir / "best.pt", ckpt)
                 resume_state = _resume_state(optimizer, generator, ema, model, step_losses)
                 save_checkpoint(run_dir / "last.pt", ckpt | resume_state)  # written last: it marks the epoch as done
-                _write_metrics_csv(run_dir / "metrics.csv", history)
+                write_metrics_csv(run_dir / "metrics.csv", history)
             if t.dry_run:
                 break
 
