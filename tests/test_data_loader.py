@@ -39,7 +39,7 @@ def test_iterate_batches_is_deterministic():
     x, y = torch.zeros(50, 1, 2, 2, dtype=torch.uint8), torch.arange(50)
     a = [b[1] for b in iterate_batches(x, y, 8, shuffle=True, generator=gen(3))]
     b = [b[1] for b in iterate_batches(x, y, 8, shuffle=True, generator=gen(3))]
-    assert all(torch.equal(p, q) for p, q in zip(a, b))
+    assert all(torch.equal(p, q) for p, q in zip(a, b, strict=True))
 
 
 def test_normalize_matches_reference():
@@ -112,10 +112,45 @@ def test_robust_keeps_ink_roughly():
 
 def test_determinism_with_seed():
     x = torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8)
-    for kind in ("shift", "crop-flip", "robust"):
+    for kind in ("shift", "crop-flip", "robust", "styles"):
         assert torch.equal(augment(x, kind, gen(5)), augment(x, kind, gen(5)))
         assert not torch.equal(augment(x, kind, gen(5)), augment(x, kind, gen(6)))
     assert augment(x, "none", gen()) is x
+
+
+def bars(n: int = 256) -> torch.Tensor:
+    """A narrow upright bar per image (a bare 1), centred: a shift alone keeps all its ink."""
+    x = torch.zeros(n, 1, 28, 28, dtype=torch.uint8)
+    x[:, :, 4:24, 13:16] = 255
+    return x
+
+
+def test_styles_shapes_labels_and_half_the_batch_styled():
+    x, labels = bars(), torch.arange(256) % 10
+    before = labels.clone()
+    out = augment(x, "styles", gen(), labels=labels)
+    assert out.dtype == torch.uint8 and out.shape == x.shape
+    assert torch.equal(labels, before)  # labels are read, never changed
+    ink = out.float().sum(dim=(1, 2, 3)) / x.float().sum(dim=(1, 2, 3))
+    assert (ink > 0.2).all()  # no digit disappears
+    styled = (ink - 1).abs() > 0.05  # a shift keeps the bar's ink; width, stretch and bitmaps change it
+    assert 0.3 < styled.float().mean() < 0.7  # STYLE_FRACTION of the batch, give or take
+    shapes = {tuple(img.nonzero().amax(0).tolist()) for img in out[styled, 0]}
+    assert len(shapes) > 20  # each styled image its own draw
+
+
+def test_styles_widens_narrow_digits_somewhere():
+    out = augment(bars(), "styles", gen(2), labels=torch.zeros(256, dtype=torch.long))
+    cols = (out[:, 0] > 128).any(1).sum(1)  # ink columns per image: the bar has 3
+    assert cols.max() >= 9  # stretched or bolder (a frame-filling 1)
+    assert (cols == 3).float().mean() > 0.3  # the unstyled half keeps its width
+
+
+def test_styles_needs_one_channel_and_matching_labels():
+    with pytest.raises(DigitlabError, match="one-channel"):
+        augment(torch.zeros(4, 3, 28, 28, dtype=torch.uint8), "styles", gen())
+    with pytest.raises(ValueError, match="3 labels for 4 images"):
+        augment(torch.zeros(4, 1, 28, 28, dtype=torch.uint8), "styles", gen(), labels=torch.zeros(3))
 
 
 def test_unknown_augmentation():

@@ -41,7 +41,7 @@ class DataConfig:
     val_fraction: float = option(0.0, "Hold out this fraction of train for evaluation instead of the test set")
     augment: str = option(
         "auto",
-        "auto, none, shift, crop-flip, robust (handwriting)",
+        "auto, none, shift, crop-flip, robust (handwriting), styles (other writers: digits)",
         default_text="auto: shift for digits, crop-flip for CIFAR-10",
     )
     grayscale: bool | None = option(

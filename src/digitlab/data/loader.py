@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from digitlab.errors import unknown_name
 
-AUGMENTATIONS = ("none", "shift", "crop-flip", "robust")
+AUGMENTATIONS = ("none", "shift", "crop-flip", "robust", "styles")
 # Not the 8x8 digits: a 2-px shift moves a quarter of the image, and costs accuracy there (BENCHMARKS.md)
 DEFAULT_AUGMENT = {"mnist": "shift", "cifar10": "crop-flip"}
 
@@ -194,14 +194,19 @@ def random_affine_thickness(x: torch.Tensor, generator: torch.Generator | None) 
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def augment(x: torch.Tensor, kind: str, generator: torch.Generator | None = None) -> torch.Tensor:
+def augment(
+    x: torch.Tensor, kind: str, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
+) -> torch.Tensor:
     """Augment a uint8 batch (N, C, H, W) on its device; returns uint8 of the same shape.
 
     Args:
         x: uint8 images (N, C, H, W).
         kind: ``none``, ``shift`` (+-2 px), ``crop-flip`` (4-px padded crop + mirror), ``robust``
-            (affine + stroke thickness, for real handwriting).
+            (affine + stroke thickness, for real handwriting), ``styles`` (other people's writing:
+            stroke width, aspect ratio, slant, bitmaps, low resolution; see ``digitlab.data.styles``).
         generator: source of randomness (a seeded CPU generator makes it reproducible).
+        labels: the batch's digit classes (N,); ``styles`` uses them for styles of one digit (the
+            continental 1), the other kinds ignore them. Never changed.
     """
     if kind == "none":
         return x
@@ -211,4 +216,8 @@ def augment(x: torch.Tensor, kind: str, generator: torch.Generator | None = None
         return random_crop_flip(x, generator)
     if kind == "robust":
         return random_affine_thickness(x, generator)
+    if kind == "styles":
+        from digitlab.data.styles import random_styles  # one module per job: the loader stays small
+
+        return random_styles(x, generator, labels)
     raise unknown_name("augmentation", kind, list(AUGMENTATIONS))

@@ -112,7 +112,7 @@ def train_one_epoch(
         loss, logits = train_step(
             model,
             optimizer,
-            augment(xb, plan.augment, generator),
+            augment(xb, plan.augment, generator, labels=yb),  # labels: styles of one digit (data/styles.py)
             yb,
             mean=plan.mean,
             std=plan.std,
