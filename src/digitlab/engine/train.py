@@ -305,7 +305,7 @@ def train(
         compile_seconds = 0.0
         if t.compile:  # before the clock: compile time is reported on its own (compile_time in metrics.csv)
             train_model, compile_seconds = compile_for_training(model, data, plan)
-        # Compiled at its first call, inside the clock (~2 s the first time in a process, 0.4 s after).
+        # Compiled at its first call, inside the clock (seconds the first time in a process, less after).
         optimizer_step = compiled_step(optimizer) if t.compile_step else optimizer.step
         if info.enabled:
             train_model = nn.parallel.DistributedDataParallel(train_model)
