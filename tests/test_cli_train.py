@@ -32,28 +32,27 @@ def test_default_train_on_real_mnist_then_eval(tmp_path, mnist_dir, capsys):
     assert (tmp_path / "default" / "confusion.png").exists()
 
 
-def test_eval_refuses_other_shape(tmp_path, mnist_dir, capsys):
-    rc = main(
-        [
-            "train",
-            "--dataset",
-            "digits",
-            "--model",
-            "mlp",
-            "--epochs",
-            "1",
-            "--runs-dir",
-            str(tmp_path),
-            "--name",
-            "d",
-            "-q",
-        ]
-    )
-    assert rc == 0
+def test_eval_of_a_digit_model_on_other_images_reads_them_or_refuses(tmp_path, capsys):
+    """Another shape of digits is read as predict reads it; images of other classes are refused."""
+    from PIL import Image
+
+    base = ["train", "--dataset", "digits", "--model", "mlp", "--epochs", "1", "--runs-dir", str(tmp_path)]
+    assert main([*base, "--name", "d", "-q"]) == 0
+    digits = tmp_path / "mydigits"
+    for label in ("1", "7"):
+        (digits / label).mkdir(parents=True)
+        img = Image.new("L", (40, 40), 255)
+        img.paste(0, (18, 6, 23, 34))  # a dark vertical bar on white paper
+        img.save(digits / label / "a.png")
     capsys.readouterr()
-    rc = main(["eval", str(tmp_path / "d"), "--dataset", "mnist", "--data-dir", str(mnist_dir)])
-    assert rc == 2
-    assert "8x8" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "d"), "--dataset", str(digits), "--out", str(tmp_path / "e")]) == 0
+    assert "read as digitlab predict" in capsys.readouterr().out
+    assert (tmp_path / "e" / "eval.json").is_file()
+    others = tmp_path / "pets"
+    (others / "cat").mkdir(parents=True)
+    Image.new("L", (40, 40), 255).save(others / "cat" / "a.png")
+    assert main(["eval", str(tmp_path / "d"), "--dataset", str(others)]) == 2
+    assert "no images in class folders named" in capsys.readouterr().err
 
 
 def test_cli_resume_continues_and_finishes(tmp_path, capsys):

@@ -63,7 +63,7 @@ def eval_cmd(
     """Evaluate a checkpoint: accuracy, report, worst errors.
 
     Accuracy, precision/recall/F1 per class, the confusion matrix and the worst errors, on the
-    checkpoint's dataset (or another of the same shape).
+    checkpoint's dataset, or on another (read as `digitlab predict` reads when its shape differs).
     """
     from digitlab.engine.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
     from digitlab.engine.device import resolve_device
