@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import make_archive, make_copy
 from digitlab.cli import main
 from digitlab.data.cifar10_jpeg import ARCHIVE, CLASSES
-from test_data_cifar10_jpeg import make_archive, make_copy
 
 REPO = Path(__file__).resolve().parent.parent
 REAL_ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpeg" / ARCHIVE

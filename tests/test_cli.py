@@ -19,12 +19,12 @@ import torch
 import typer.main
 from PIL import Image
 
+from conftest import tiny_cifar
 from digitlab.cli import app, main
 from digitlab.config import RunConfig
 from digitlab.engine.checkpoint import load_checkpoint
 from digitlab.engine.presets import PRESETS, apply_preset
 from digitlab.models import list_models
-from test_data_cifar10 import tiny_cifar
 
 PRESET_DATASET = {
     name: apply_preset(RunConfig(), name).data.dataset for name in PRESETS

@@ -20,13 +20,6 @@ def seven(path):
 
 
 @pytest.fixture(scope="module")
-def mnist_test(mnist_dir):
-    from digitlab.data.mnist import read_idx
-
-    return read_idx(mnist_dir / "t10k-images-idx3-ubyte.gz"), read_idx(mnist_dir / "t10k-labels-idx1-ubyte.gz")
-
-
-@pytest.fixture(scope="module")
 def photos(mnist_test, tmp_path_factory):
     return synth.generate(tmp_path_factory.mktemp("synth"), *mnist_test, kind="photo", count=200, seed=7)
 

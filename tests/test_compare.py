@@ -8,6 +8,7 @@ import json
 import pytest
 from PIL import Image
 
+from conftest import make_run
 from digitlab.cli import main
 from digitlab.config import RunConfig
 from digitlab.data.digits import load_digits
@@ -15,7 +16,6 @@ from digitlab.engine.train import train
 from digitlab.evaluate.table import Spread
 from digitlab.experiments.compare import collect, compare_runs, differing_fields, flatten
 from digitlab.experiments.runs import read_run
-from test_runs import make_run
 
 
 def test_differing_fields_ignore_names_and_provenance():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import struct
 import tarfile
 import tracemalloc
 from pathlib import Path
@@ -14,60 +13,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import CIFAR_BATCHES, batch_pickle, tiny_cifar
 from digitlab.data import load_dataset
 from digitlab.data.cifar10 import CLASSES, MAX_MEMBER_BYTES, MAX_TAR_MEMBERS, _batch, safe_unpickle
 from digitlab.errors import DigitlabError
-
-BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-
-
-class Py2Pickler(pickle._Pickler):
-    """Pickles str and bytes the way Python 2 pickled its str (BINSTRING), as in the real CIFAR files."""
-
-    dispatch = pickle._Pickler.dispatch.copy()
-
-    def save_py2_str(self, obj):
-        b = obj.encode("latin1") if isinstance(obj, str) else obj
-        op = pickle.SHORT_BINSTRING + bytes([len(b)]) if len(b) < 256 else pickle.BINSTRING + struct.pack("<i", len(b))
-        self.write(op + b)
-        self.memoize(obj)
-
-    def save_py2_global(self, obj, name=None):
-        module = "numpy.core.multiarray" if obj.__module__.endswith("multiarray") else obj.__module__
-        self.write(pickle.GLOBAL + f"{module}\n{name or obj.__qualname__}\n".encode())
-        self.memoize(obj)
-
-    dispatch[bytes] = save_py2_str
-    dispatch[str] = save_py2_str
-    dispatch[type] = save_py2_global
-
-
-def py2_pickle(obj) -> bytes:
-    buf = io.BytesIO()
-    Py2Pickler(buf, protocol=2).dump(obj)
-    return buf.getvalue()
-
-
-def batch_pickle(n: int, seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    d = {
-        "batch_label": "tiny batch",
-        "labels": [int(v) for v in rng.integers(0, 10, n)],
-        "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-        "filenames": ["x.png"] * n,
-    }
-    return py2_pickle(d)
-
-
-def tiny_cifar(folder: Path, n: int = 4, meta: bool = True) -> Path:
-    """cifar-10-batches-py/ with n images per batch, pickled like the Python 2 originals."""
-    d = folder / "cifar-10-batches-py"
-    d.mkdir(parents=True, exist_ok=True)
-    for i, name in enumerate(BATCHES):
-        (d / name).write_bytes(batch_pickle(n, i))
-    if meta:
-        (d / "batches.meta").write_bytes(py2_pickle({"label_names": list(CLASSES), "num_vis": 3072}))
-    return d
 
 
 def make_tarball(batches_dir: Path, out: Path) -> Path:
@@ -112,7 +61,7 @@ def test_missing_meta_falls_back_to_standard_names(tmp_path, isolated_data_env):
 def test_python3_pickles_with_str_keys(tmp_path, isolated_data_env):
     d = tmp_path / "cifar-10-batches-py"
     d.mkdir()
-    for i, name in enumerate(BATCHES):
+    for i, name in enumerate(CIFAR_BATCHES):
         arr = np.full((2, 3072), i, np.uint8)
         (d / name).write_bytes(pickle.dumps({"data": arr, "labels": [1, 2]}, protocol=pickle.HIGHEST_PROTOCOL))
     data = load_dataset("cifar10", tmp_path, download=False)
@@ -300,7 +249,7 @@ def test_oversized_tarball_member_is_refused_before_reading(tmp_path, isolated_d
         info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
         info.size = size
         tar.addfile(info, io.BytesIO(bytes(size)))
-        for name in BATCHES[1:]:
+        for name in CIFAR_BATCHES[1:]:
             tar.add(src / name, arcname=f"cifar-10-batches-py/{name}")
     assert tgz.stat().st_size < 1 << 20
 

@@ -6,40 +6,14 @@ import io
 import tarfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from conftest import JPEG_TEST, JPEG_TRAIN, jpeg_image, make_archive, make_copy, tiny_cifar
 from digitlab.data import load_dataset
 from digitlab.data.cifar10_jpeg import ARCHIVE, CLASSES, MEAN, STD, find_cifar10_jpeg, jpeg_quality, load_cifar10_jpeg
 from digitlab.errors import DigitlabError
-
-TRAIN, TEST = 20, 5  # per class: 250 images, the layout and format of the real copy
-
-
-def image(label: int, i: int) -> np.ndarray:
-    """A 32x32 RGB image whose mean colour says its class (so a label mix-up shows)."""
-    rng = np.random.default_rng(label * 1000 + i)
-    base = np.array([25 * label, 255 - 25 * label, 128], np.float64)
-    return np.clip(base + rng.normal(0, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
-
-
-def make_copy(root: Path, quality: int = 75) -> Path:
-    """``root/train/<class>/NNNN.jpg`` and ``root/test/<class>/NNNN.jpg``, as the real copy is laid out."""
-    for split, n in (("train", TRAIN), ("test", TEST)):
-        for label, name in enumerate(CLASSES):
-            (root / split / name).mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                Image.fromarray(image(label, i)).save(root / split / name / f"{i:04d}.jpg", quality=quality)
-    return root
-
-
-def make_archive(copy: Path, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w:gz") as tar:
-        tar.add(copy, arcname="cifar10-jpeg")
-    return path
 
 
 @pytest.fixture
@@ -47,7 +21,7 @@ def copy_dir(tmp_path) -> Path:
     return make_copy(tmp_path / "unpacked" / "cifar10-jpeg")
 
 
-def check_cifar10(data, n_train=TRAIN * 10, n_test=TEST * 10) -> None:
+def check_cifar10(data, n_train=JPEG_TRAIN * 10, n_test=JPEG_TEST * 10) -> None:
     assert data.name == "cifar10" and data.classes == CLASSES
     assert data.mean == MEAN and data.std == STD  # CIFAR-10's normalisation, not the copy's own statistics
     assert data.train_x.shape == (n_train, 3, 32, 32) and data.test_x.shape == (n_test, 3, 32, 32)
@@ -135,7 +109,7 @@ def test_archive_without_cifar_layout(tmp_path, isolated_data_env):
 @pytest.mark.parametrize("quality", [50, 75, 90])
 def test_jpeg_quality(quality):
     buf = io.BytesIO()
-    Image.fromarray(image(3, 0)).save(buf, "JPEG", quality=quality)
+    Image.fromarray(jpeg_image(3, 0)).save(buf, "JPEG", quality=quality)
     assert jpeg_quality(Image.open(buf)) == quality
     assert jpeg_quality(Image.new("RGB", (4, 4))) is None  # not a JPEG
 
@@ -151,8 +125,6 @@ def test_data_info_says_jpeg_copy(tmp_path, copy_dir, isolated_data_env, capsys)
 
 
 def test_official_pickles_win_over_the_copy(tmp_path, copy_dir, isolated_data_env):
-    from test_data_cifar10 import tiny_cifar
-
     make_archive(copy_dir, tmp_path / "data" / "cifar10-jpeg" / ARCHIVE)
     tiny_cifar(tmp_path / "data")  # data/cifar-10-batches-py/
     data = load_dataset("cifar10", tmp_path / "data")

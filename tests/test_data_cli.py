@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from conftest import tiny_cifar, tiny_mnist
 from digitlab.cli import main
-from test_data_cifar10 import tiny_cifar
-from test_data_mnist import tiny_mnist
 
 
 def test_info_digits(capsys):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import STEMS, idx_bytes
 from digitlab.data import load_dataset
 from digitlab.data.download import (
     MAX_BYTES,
@@ -28,7 +29,6 @@ from digitlab.data.download import (
     remove_stale_parts,
 )
 from digitlab.errors import DigitlabError
-from test_data_mnist import STEMS, idx_bytes
 
 
 def md5(b: bytes) -> str:

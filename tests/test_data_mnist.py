@@ -6,50 +6,26 @@ import gzip
 import struct
 import tracemalloc
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import (
+    REPO,
+    STEMS,
+    find_mnist,
+    idx_bytes,
+    missing_data,
+    mnist_candidates,
+    mnist_missing_message,
+    tiny_mnist,
+    write_idx,
+)
 from digitlab.data import list_datasets, load_dataset
 from digitlab.data.locate import download_dir, find_idx_files, resolve_data_dir, search_roots
 from digitlab.data.mnist import read_idx
 from digitlab.errors import DigitlabError
-
-REPO = Path(__file__).resolve().parent.parent
-STEMS = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-
-
-def idx_bytes(arr: np.ndarray) -> bytes:
-    code = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(">i4"): 0x0C, np.dtype(">f4"): 0x0D}
-    arr = np.asarray(arr)
-    if arr.dtype.itemsize > 1:
-        arr = arr.astype(arr.dtype.newbyteorder(">"))
-    header = bytes([0, 0, code[arr.dtype], arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
-    return header + arr.tobytes()
-
-
-def write_idx(path: Path, arr: np.ndarray) -> Path:
-    data = idx_bytes(arr)
-    path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)
-    return path
-
-
-def tiny_mnist(folder: Path, n_train: int = 12, n_test: int = 5, gz: bool = True, seed: int = 0) -> dict:
-    """Four small IDX files with random 28x28 images and labels 0..9."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    arrays = {
-        STEMS[0]: rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-        STEMS[1]: (np.arange(n_train) % 10).astype(np.uint8),
-        STEMS[2]: rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-        STEMS[3]: (np.arange(n_test) % 10).astype(np.uint8),
-    }
-    for stem, arr in arrays.items():
-        write_idx(folder / (stem + (".gz" if gz else "")), arr)
-    return arrays
-
 
 # --- read_idx ---------------------------------------------------------------------------
 
@@ -411,8 +387,6 @@ def test_cli_refuses_a_missing_data_dir(tmp_path, isolated_data_env, capsys):
 
 
 def test_real_mnist_is_found_in_the_user_cache_that_data_download_fills(tmp_path):
-    from conftest import find_mnist, mnist_candidates
-
     cache = tmp_path / "cache" / "digitlab"
     for stem in STEMS:  # what `digitlab data download mnist` leaves in the cache
         (cache / "mnist").mkdir(parents=True, exist_ok=True)
@@ -424,8 +398,6 @@ def test_real_mnist_is_found_in_the_user_cache_that_data_download_fills(tmp_path
 
 def test_ci_runs_digitlab_data_is_searched(tmp_path, monkeypatch):
     """.ci/run exports DIGITLAB_DATA=<parent>/shared/data; a relative one is taken from the cwd."""
-    from conftest import mnist_candidates
-
     monkeypatch.chdir(tmp_path)
     found = mnist_candidates("../shared/data", tmp_path / "c", tmp_path / "repo")
     assert found[1] == tmp_path.parent / "shared" / "data" / "mnist"
@@ -433,8 +405,6 @@ def test_ci_runs_digitlab_data_is_searched(tmp_path, monkeypatch):
 
 
 def test_missing_data_skips_locally_and_fails_in_ci(monkeypatch, tmp_path):
-    from conftest import missing_data, mnist_candidates, mnist_missing_message
-
     message = mnist_missing_message(mnist_candidates(None, tmp_path / "cache", tmp_path / "repo"))
     assert all(stem + ".gz" in message for stem in STEMS) and str(tmp_path / "cache" / "mnist") in message
     assert "digitlab data download mnist" in message

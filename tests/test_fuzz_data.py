@@ -34,14 +34,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from conftest import idx_bytes, py2_pickle
 from digitlab.data.base import MAX_DEFLATE_RATIO
 from digitlab.data.cifar10 import MAX_MEMBER_BYTES, _batch, _read_members, safe_unpickle
 from digitlab.data.download import checksum_ok
 from digitlab.data.locate import CIFAR_BATCHES
 from digitlab.data.mnist import IDX_TYPES, MAX_IDX_BYTES, _pair, read_idx
 from digitlab.errors import DigitlabError
-from test_data_cifar10 import py2_pickle
-from test_data_mnist import idx_bytes
 
 SHORT = settings(
     max_examples=40,

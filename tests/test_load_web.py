@@ -16,10 +16,8 @@ import sys
 import numpy as np
 from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, Answer, StandIn, running
 from digitlab.web.app import create_app
-from test_web_api import StandIn, _Answer
-from test_web_browser import running
 
 
 def _load_web():
@@ -35,7 +33,7 @@ L = _load_web()
 
 class AlwaysSeven(StandIn):
     def predict(self, image, top_k=3, multi=True, include_input=False):
-        return _Answer({"source": None, "status": "ok", "text": "7", "items": [], "error": None, "elapsed_ms": 1.0})
+        return Answer({"source": None, "status": "ok", "text": "7", "items": [], "error": None, "elapsed_ms": 1.0})
 
 
 def test_canvas_png_is_what_a_browser_sends():

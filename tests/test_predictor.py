@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from conftest import png
 from digitlab.engine.checkpoint import save_checkpoint
 from digitlab.inference import predictor as PR
 from digitlab.inference.predictor import Predictor
@@ -19,19 +19,6 @@ from digitlab.models import create_model
 @pytest.fixture(scope="module")
 def shipped() -> Predictor:
     return Predictor.load()
-
-
-@pytest.fixture(scope="module")
-def mnist_test(mnist_dir):
-    from digitlab.data.mnist import read_idx
-
-    return read_idx(mnist_dir / "t10k-images-idx3-ubyte.gz"), read_idx(mnist_dir / "t10k-labels-idx1-ubyte.gz")
-
-
-def png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def test_shipped_model_info(shipped):
@@ -48,7 +35,7 @@ def test_shipped_model_is_small():
 def test_reads_inverted_enlarged_mnist_digits(shipped, mnist_test):
     x, y = mnist_test
     ok = 0
-    for a, label in zip(x[:40], y[:40]):
+    for a, label in zip(x[:40], y[:40], strict=True):
         img = Image.fromarray(255 - a).resize((224, 224), Image.Resampling.BICUBIC)  # dark on white, big
         ok += shipped.predict(img).text == str(label)
     assert ok >= 39
@@ -87,7 +74,7 @@ def test_predict_many_matches_predict(shipped, mnist_test):
     x, _ = mnist_test
     imgs = [Image.fromarray(a) for a in x[:10]]
     many = shipped.predict_many(imgs, batch_size=3)
-    for img, m in zip(imgs, many):
+    for img, m in zip(imgs, many, strict=True):
         one = shipped.predict(img)
         assert one.text == m.text
         assert np.allclose(one.items[0].probs, m.items[0].probs, atol=1e-5)
@@ -121,7 +108,7 @@ def test_shipped_model_is_calibrated(shipped, mnist_test):
     assert 0.2 < shipped.temperature < 0.8 and shipped.uncertain_below == PR.CALIBRATED_UNCERTAIN_BELOW
     assert shipped.info["temperature"] == shipped.temperature
     preds = shipped.predict_many([Image.fromarray(a) for a in x[:50]])
-    assert sum(p.text == str(int(t)) for p, t in zip(preds, y[:50])) >= 48
+    assert sum(p.text == str(int(t)) for p, t in zip(preds, y[:50], strict=True)) >= 48
     assert np.median([p.items[0].probability for p in preds]) > 0.99
     raw = load_checkpoint(PR.default_model_path())
     del raw["temperature"]
@@ -215,9 +202,9 @@ def test_offers_are_preprocessed_only_when_they_could_win(shipped, mnist_test, m
     monkeypatch.setattr(PR._Prepared, "add_offers", lambda self, probs: real_offers(self, probs, everything=True))
     full = shipped.predict_many(images)
     assert [r.text for r in lazy] == [r.text for r in full]
-    for a, b in zip(lazy, full):
+    for a, b in zip(lazy, full, strict=True):
         assert [round(it.probability, 4) for it in a.items] == [round(it.probability, 4) for it in b.items]
-    assert sum(r.text == s.label for r, s in zip(lazy, samples)) >= 55  # and they are right
+    assert sum(r.text == s.label for r, s in zip(lazy, samples, strict=True)) >= 55  # and they are right
     assert sum(made) > 0 and lazy_made < sum(made)  # the offers exist, and most were not needed
 
 

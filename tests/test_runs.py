@@ -4,58 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import time
 
 import pytest
 
+from conftest import make_run
 from digitlab.cli import main
 from digitlab.errors import DigitlabError
 from digitlab.experiments.runs import find_runs, read_history, read_run, runs_table
-
-FIELDS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "train_time", "eval_time", "elapsed"]
-
-
-def make_run(path, *, planned=3, done=3, seed=0, lr=0.1, model="fast", preset=None, accs=None, age=3600.0):
-    """A run directory as `digitlab train` writes it: config.json, metrics.csv with ``done`` epochs.
-
-    ``age``: seconds since the files were last written (an old unfinished run is interrupted).
-    """
-    path.mkdir(parents=True)
-    config = {
-        "data": {"dataset": "digits", "limit_train": None},
-        "model": {"model": model, "width": None},
-        "train": {"epochs": planned, "lr": lr, "seed": seed, "dry_run": False},
-        "name": path.name,
-        "runs_dir": str(path.parent),
-        "preset": preset,
-        "provenance": {"git": "abc"},
-    }
-    (path / "config.json").write_text(json.dumps(config))
-    accs = accs or [0.5 + 0.1 * e for e in range(1, done + 1)]
-    if done:
-        with (path / "metrics.csv").open("w", newline="") as f:
-            w = csv.DictWriter(f, FIELDS)
-            w.writeheader()
-            for e in range(1, done + 1):
-                test = accs[e - 1]
-                w.writerow(
-                    {
-                        "epoch": e,
-                        "lr": lr,
-                        "train_loss": 1.0 / e,
-                        "train_acc": 0.5,
-                        "test_loss": 1.2 / e if test is not None else "",
-                        "test_acc": test if test is not None else "",
-                        "train_time": 1.0,
-                        "eval_time": 0.1,
-                        "elapsed": 1.1 * e,
-                    }
-                )
-    stamp = time.time() - age
-    for f in path.iterdir():
-        os.utime(f, (stamp, stamp))
-    return path
 
 
 def test_read_run_finished(tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import make_run
 from digitlab.cli import main
 from digitlab.errors import DigitlabError
 from digitlab.experiments.runs import find_runs
@@ -133,7 +134,6 @@ def test_a_run_stopped_half_way_continues_with_resume(tmp_path, monkeypatch):
     import subprocess
 
     from digitlab.experiments.sweep import _Runner
-    from test_runs import make_run
 
     spec = parse_spec(["lr=0.1,0.2,0.3"], [], "0", None, None, TINY)
     make_run(tmp_path / "lr0.1_seed0", planned=2, done=2, accs=[0.8, 0.9])  # finished

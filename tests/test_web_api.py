@@ -26,24 +26,16 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from conftest import Answer, StandIn, first_of, paper_row, photo, png
 from digitlab.cli import main
-from digitlab.data.mnist import read_idx
-from digitlab.engine.checkpoint import save_checkpoint
 from digitlab.inference.image import load_image
 from digitlab.inference.predictor import Predictor
-from digitlab.models import create_model
 from digitlab.web.app import MAX_BODY_BYTES, create_app
 
 TRACEBACK = re.compile(r"Traceback|File \"|line \d+, in ")
 
 
 # ---- images like the ones users send ------------------------------------------------------
-
-
-def png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def data_url(data: bytes, mime: str = "image/png") -> str:
@@ -53,53 +45,6 @@ def data_url(data: bytes, mime: str = "image/png") -> str:
 def canvas_drawing(digit: np.ndarray) -> Image.Image:
     """A 28x28 MNIST digit as the page's canvas sends it: 280x280, white strokes on black."""
     return Image.fromarray(digit).resize((280, 280), Image.BILINEAR)
-
-
-def paper_row(digits: list[np.ndarray]) -> Image.Image:
-    """Several digits written in a row with dark ink on light paper, like a scan (4x scale)."""
-    ink = [255 - np.pad(d, 4) for d in digits]  # (36, 36) each, dark on light
-    row = np.concatenate(
-        [np.full((36, 12), 255, np.uint8)] + [np.hstack([d, np.full((36, 12), 255, np.uint8)]) for d in ink], axis=1
-    )
-    row = np.pad(row, ((10, 10), (0, 0)), constant_values=255)
-    return Image.fromarray(row).resize((row.shape[1] * 4, row.shape[0] * 4), Image.BILINEAR)
-
-
-@pytest.fixture(scope="module")
-def mnist_test(mnist_dir):
-    """(images (N, 28, 28) uint8, labels (N,)) of MNIST's test set; none of them seen in training."""
-    return read_idx(mnist_dir / "t10k-images-idx3-ubyte.gz"), read_idx(mnist_dir / "t10k-labels-idx1-ubyte.gz")
-
-
-def first_of(mnist_test, label: int, nth: int = 0) -> np.ndarray:
-    images, labels = mnist_test
-    return images[np.flatnonzero(labels == label)[nth]]
-
-
-@pytest.fixture(scope="module")
-def image_checkpoint(tmp_path_factory):
-    """An (untrained) RGB image-classification checkpoint, like a CIFAR-10 or image-folder run."""
-    args = {"num_classes": 3, "in_channels": 3, "image_size": 32}
-    model = create_model("mlp", **args)
-    ckpt = {
-        "model_name": "mlp",
-        "model_args": args,
-        "state_dict": model.state_dict(),
-        "classes": ["airplane", "cat", "ship"],
-        "channels": 3,
-        "image_size": 32,
-        "mean": [0.5, 0.5, 0.5],
-        "std": [0.25, 0.25, 0.25],
-        "dataset": "my-photos",
-        "task": "images",
-    }
-    return save_checkpoint(tmp_path_factory.mktemp("image-model") / "best.pt", ckpt)
-
-
-def photo(seed: int = 0) -> Image.Image:
-    """A small colour 'photo': smooth random colours."""
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((160, 120), Image.BILINEAR)
 
 
 @pytest.fixture(scope="module")
@@ -116,35 +61,6 @@ def client(predictor):
 # ---- a stand-in predictor for limits, the pool and crashes ---------------------------------
 
 
-class _Answer:
-    def __init__(self, out: dict) -> None:
-        self.out = out
-
-    def to_dict(self, include_input: bool = True) -> dict:
-        return self.out
-
-
-class StandIn:
-    """Follows the Predictor contract; ``behaviour(image)`` decides what predict does."""
-
-    info = {
-        "name": "stand-in",
-        "classes": [str(i) for i in range(10)],
-        "task": "digits",
-        "channels": 1,
-        "image_size": 28,
-        "accuracy": None,
-        "dataset": "mnist",
-    }
-
-    def __init__(self, behaviour=None) -> None:
-        self.behaviour = behaviour or (lambda image: None)
-
-    def predict(self, image, top_k=3, multi=True, include_input=False):
-        self.behaviour(image)
-        return _Answer({"source": None, "status": "empty", "text": None, "items": [], "error": None, "elapsed_ms": 0.0})
-
-
 class DiesOn13x13:
     """A stand-in whose process dies on a 13x13 image (as a crash in native code would)."""
 
@@ -153,7 +69,7 @@ class DiesOn13x13:
     def predict(self, image, top_k=3, multi=True, include_input=False):
         if image.size == (13, 13):
             os._exit(1)
-        return _Answer({"source": None, "status": "empty", "text": None, "items": [], "error": None, "elapsed_ms": 0.0})
+        return Answer({"source": None, "status": "empty", "text": None, "items": [], "error": None, "elapsed_ms": 0.0})
 
 
 def assert_json_error(response, status: int) -> str:

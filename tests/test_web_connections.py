@@ -11,9 +11,9 @@ import pytest
 import uvicorn
 from PIL import Image
 
+from conftest import StandIn, png
 from digitlab.web.app import create_app
 from digitlab.web.connections import deadline_protocol
-from test_web_api import StandIn, png
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import Answer, png
 from digitlab.web.pool import InferencePool, ServerBusy, default_processes
-from test_web_api import _Answer, png
 
 
 class SaysItsWidth:
@@ -24,7 +24,7 @@ class SaysItsWidth:
     def predict(self, image, top_k=3, multi=True, include_input=False):
         if image.size[0] >= 50:
             time.sleep(1.0)
-        return _Answer(
+        return Answer(
             {"source": None, "status": "ok", "text": str(image.size[0]), "items": [], "error": None, "elapsed_ms": 0.0}
         )
 
@@ -103,7 +103,7 @@ class Quick:
     info = SaysItsWidth.info | {"channels": 1, "image_size": 28, "accuracy": None, "dataset": "mnist"}
 
     def predict(self, image, top_k=3, multi=True, include_input=False):
-        return _Answer({"source": None, "status": "empty", "text": None, "items": [], "error": None, "elapsed_ms": 0.0})
+        return Answer({"source": None, "status": "empty", "text": None, "items": [], "error": None, "elapsed_ms": 0.0})
 
 
 def big_png() -> bytes:
