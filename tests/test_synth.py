@@ -26,7 +26,7 @@ def test_generate_is_deterministic(tmp_path, digits, kind):
     m2 = synth.generate(tmp_path / "b", x, y, kind=kind, count=4, seed=3)
     rows1, rows2 = synth.read_manifest(m1), synth.read_manifest(m2)
     assert len(rows1) == 4
-    for (f1, l1), (f2, l2) in zip(rows1, rows2):
+    for (f1, l1), (f2, l2) in zip(rows1, rows2, strict=True):
         assert l1 == l2 and f1.read_bytes() == f2.read_bytes()
 
 

@@ -140,7 +140,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch, mo
     b = load_checkpoint(resumed.run_dir / "last.pt")["state_dict"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
-    for ra, rb in zip(full.history, resumed.history):
+    for ra, rb in zip(full.history, resumed.history, strict=True):
         assert ra["epoch"] == rb["epoch"]
         assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-5)
         assert ra["test_acc"] == pytest.approx(rb["test_acc"])
@@ -216,7 +216,7 @@ def test_ddp_two_processes_on_cpu(tmp_path):
         # One retry, for this symptom only: CI saw rank 1 abort once (stop 11) and 96 runs here never
         # did, so its cause is unknown. The first attempt's output goes to the warnings summary;
         # a second abort, or any other failure, fails the test.
-        warnings.warn("DDP run aborted (SIGABRT); retried once. First attempt:\n" + out.stderr[:3000])
+        warnings.warn("DDP run aborted (SIGABRT); retried once. First attempt:\n" + out.stderr[:3000], stacklevel=1)
         name, out = "ddp-retry", run("ddp-retry")
     # The ranks' own messages come first, the launcher's traceback last: show both ends.
     assert out.returncode == 0, out.stderr[:3000] + "\n...\n" + out.stderr[-1500:]

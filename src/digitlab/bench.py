@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,7 +78,7 @@ def time_to_accuracy(
     from digitlab.engine.presets import apply_preset
     from digitlab.engine.train import train
 
-    runs = []
+    runs: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="digitlab-bench-") as tmp:
         for seed in range(repeats):
             cfg = apply_preset(RunConfig(runs_dir=tmp, name=f"{preset}-{seed}"), preset)
@@ -187,7 +188,7 @@ def reference_throughput(model_name: str, data: ImageData, steps: int) -> float:
     ds = SeedStyleDataset(data.train_x.numpy(), data.train_y.numpy(), data.mean[0], data.std[0])
     loader = torch.utils.data.DataLoader(ds, batch_size=REF_BATCH, shuffle=True)
     model.train()
-    seen, t0, it = 0, None, iter(loader)
+    seen, t0, it = 0, time.perf_counter(), iter(loader)
     for i in range(steps + 2):  # two warm-up steps outside the clock
         if i == 2:
             t0 = time.perf_counter()
@@ -233,7 +234,7 @@ def seed_step(
     torch.manual_seed(0)
     # The reference's model (the registry's defaults for MNIST), not the preset's width: same work on both sides.
     model = create_model(model_name, num_classes=10, in_channels=1, image_size=28).to(dev)
-    model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in torch's type stubs
     opt = build_optimizer(model, plan.train)
     opt_step = compiled_step(opt) if plan.train.compile_step else opt.step  # as the preset trains
     data = data.to(dev)
@@ -311,7 +312,7 @@ def throughput(
     from digitlab.engine.device import cpu_has_native_bf16, resolve_precision
 
     dev = torch.device(device)
-    paths = {"digitlab_fp32": dict(precision="fp32")}
+    paths: dict[str, dict[str, Any]] = {"digitlab_fp32": dict(precision="fp32")}
     if dev.type != "cpu" or cpu_has_native_bf16():
         paths["digitlab_bf16"] = dict(precision="bf16")
     if compile:
@@ -359,7 +360,7 @@ def inference(data: ImageData, repeats: int, *, quick: bool) -> dict:
     x = data.test_x[:1000]
     batch_rates = {}
     for precision in ("fp32", "bf16") if cpu_has_native_bf16() else ("fp32",):  # emulated bf16: not worth timing
-        mcl = model.to(memory_format=torch.channels_last)
+        mcl = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in torch's type stubs
         rates = []
         for _ in range(repeats):
             t0 = time.perf_counter()
@@ -369,7 +370,7 @@ def inference(data: ImageData, repeats: int, *, quick: bool) -> dict:
                     mcl(xb)
             rates.append((1 if quick else 5) * len(x) / (time.perf_counter() - t0))
         batch_rates[precision] = spread(rates)
-    model = model.to(memory_format=torch.contiguous_format)
+    model = model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # not in torch's stubs
     n = 30 if quick else 300
     lat = []
     for i in range(n + 10):

@@ -197,7 +197,10 @@ def predict(
             path = explain_path(explain, i, p.source, many=len(preds) > 1)
             from digitlab.evaluate.inspect import item_saliency  # only --explain needs gradients
 
-            looked = [item_saliency(predictor, it.input_image, it.index) for it in p.items]
+            looked = [
+                item_saliency(predictor, it.input_image, it.index) if it.input_image is not None else None
+                for it in p.items
+            ]
             save_explanation(p, path, predictor.classes, looked)
             if not as_json:
                 console.print(f"explanation: {path}")

@@ -115,15 +115,13 @@ def _stroke_mask(ink: np.ndarray) -> np.ndarray:
     loop fades out) or fills its small loops (an 8 becomes a bar); a pen on a canvas does
     neither. Of a few levels, take the one with the fewest pieces, then the most loops.
     """
-    best, best_score = None, None
-    for level in (0.4, 0.3, 0.5, 0.2, 0.15):
-        mask = ink > level
+
+    def score(mask: np.ndarray) -> tuple[int, int]:  # fewer pieces first, then more loops
         _, pieces = ndi.label(mask, structure=np.ones((3, 3)))
         _, holes = ndi.label(ndi.binary_fill_holes(mask) & ~mask)
-        score = (pieces, -holes)
-        if best_score is None or score < best_score:
-            best, best_score = mask, score
-    return best
+        return pieces, -holes
+
+    return min((ink > level for level in (0.4, 0.3, 0.5, 0.2, 0.15)), key=score)  # the first of equal scores
 
 
 def _prune(skel: np.ndarray, length: int) -> np.ndarray:

@@ -10,7 +10,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import torch
 from torch import nn
@@ -39,7 +39,7 @@ def unwrap(model: nn.Module) -> nn.Module:
     """The plain module under DDP and torch.compile wrappers (what gets saved)."""
     while True:
         if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
+            model = cast(nn.Module, model._orig_mod)  # torch types Module attributes as Tensor | Module
         elif isinstance(model, nn.parallel.DistributedDataParallel):
             model = model.module
         else:

@@ -61,7 +61,7 @@ def plot_curves(history: list[dict], path: str | Path | None = None, *, steps: l
     key = "step" if per_step else "epoch"
     fig = Figure(figsize=(10, 3.5), dpi=100)
     ax_loss, ax_acc = fig.subplots(1, 2)
-    if per_step:
+    if per_step and steps:  # (per_step implies steps; said again for the type checker)
         n = len(steps)
         window = max(1, n // 50)
         smooth = np.convolve(steps, np.ones(window) / window, mode="valid")
