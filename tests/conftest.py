@@ -409,3 +409,11 @@ def running(app):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests of the fuzz files are the long campaigns: mark them `campaign`, which the default
+    run leaves out (pyproject's addopts); each has a short campaign that every run includes."""
+    for item in items:
+        if item.path.name.startswith("test_fuzz_") and item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.campaign)
