@@ -102,7 +102,7 @@ def cpp_compiler() -> None:
         pytest.skip("torch.compile on CPU needs a C++ compiler (g++)")
 
 
-def _tiny_image_data(n_train: int = 256, n_test: int = 64, seed: int = 0):
+def tiny_image_data(n_train: int = 256, n_test: int = 64, seed: int = 0):
     """Ten classes of 28x28 images: a bright square whose position encodes the class, plus noise."""
     import torch
 
@@ -126,7 +126,7 @@ def _tiny_image_data(n_train: int = 256, n_test: int = 64, seed: int = 0):
 @pytest.fixture
 def tiny_data():
     """A factory of small learnable datasets: ``tiny_data(n_train=256, n_test=64, seed=0)``."""
-    return _tiny_image_data
+    return tiny_image_data
 
 
 # ---- MNIST-style IDX files -----------------------------------------------------------------------

@@ -7,30 +7,13 @@ import json
 import pytest
 import torch
 
+from conftest import tiny_image_data as tiny_data
 from digitlab.config import RunConfig, TrainConfig
-from digitlab.data.base import ImageData
 from digitlab.engine import train as train_mod
 from digitlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from digitlab.engine.optim import build_optimizer, lr_at
 from digitlab.engine.train import evaluate, train
 from digitlab.errors import DigitlabError
-
-
-def tiny_data(n_train: int = 256, n_test: int = 64, seed: int = 0) -> ImageData:
-    """Ten classes of 28x28 images: a bright square whose position encodes the class, plus noise."""
-    g = torch.Generator().manual_seed(seed)
-
-    def make(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        y = torch.randint(0, 10, (n,), generator=g)
-        x = torch.randint(0, 60, (n, 1, 28, 28), generator=g, dtype=torch.uint8)
-        for i, c in enumerate(y.tolist()):
-            r, col = 2 + (c // 5) * 12, 2 + (c % 5) * 5
-            x[i, 0, r : r + 8, col : col + 4] = 255
-        return x, y
-
-    trx, try_ = make(n_train)
-    tex, tey = make(n_test)
-    return ImageData("tiny", trx, try_, tex, tey, [str(i) for i in range(10)], (0.2,), (0.3,))
 
 
 def cfg_for(tmp_path, **train_kw) -> RunConfig:
@@ -213,9 +196,9 @@ def test_ddp_two_processes_on_cpu(tmp_path):
 
     name, out = "ddp", run("ddp")
     if out.returncode != 0 and "SIGABRT" in out.stderr:
-        # One retry, for this symptom only: CI saw rank 1 abort once (stop 11) and 96 runs here never
-        # did, so its cause is unknown. The first attempt's output goes to the warnings summary;
-        # a second abort, or any other failure, fails the test.
+        # One retry, for this symptom only: a rank aborting with SIGABRT has an unknown, rare cause.
+        # The first attempt's output goes to the warnings summary; a second abort, or any other
+        # failure, fails the test.
         warnings.warn("DDP run aborted (SIGABRT); retried once. First attempt:\n" + out.stderr[:3000], stacklevel=1)
         name, out = "ddp-retry", run("ddp-retry")
     # The ranks' own messages come first, the launcher's traceback last: show both ends.
