@@ -223,3 +223,25 @@ def missing_message(dataset: str, data_dir: str | os.PathLike | None = None) -> 
         f"  (--data-dir, then ${ENV_DATA}, then the user cache directory)",
     ]
     return "\n".join(line for line in lines if line)
+
+
+def find_or_download_text_files(
+    name: str, required: list[str], optional: list[str], data_dir, *, download: bool, progress: bool, mirrors
+) -> dict[str, Path]:
+    """The text set's files (``find_text_files``), downloaded into the usual place when missing."""
+    files = find_text_files(name, required, optional, data_dir)
+    if files is not None:
+        return files
+    if not download:
+        raise DigitlabError(missing_message(name, data_dir) + "\n  (downloading is switched off)")
+    from digitlab.data.download import download_dataset  # download imports this module
+
+    dest = download_dir(name, data_dir)
+    try:
+        download_dataset(name, dest, mirrors=mirrors, progress=progress)
+    except DigitlabError as exc:
+        raise DigitlabError(f"{exc}\n{missing_message(name, data_dir)}") from exc
+    files = find_text_files(name, required, optional, dest)
+    if files is None:
+        raise DigitlabError(missing_message(name, dest))
+    return files

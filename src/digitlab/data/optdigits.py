@@ -13,13 +13,12 @@ Splits: ``optdigits-orig.tra`` (1,934 digits, 30 writers) is train and ``optdigi
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from digitlab.data.base import ImageData, channel_stats
-from digitlab.data.locate import find_text_files, missing_message
+from digitlab.data.locate import find_or_download_text_files
 from digitlab.data.textfile import read_text
 from digitlab.errors import DigitlabError
 
@@ -68,9 +67,9 @@ def load_optdigits(
     mirrors: list[str] | None = None,
 ) -> ImageData:
     """optdigits-orig as uint8 tensors: ``tra`` as train, ``cv`` as test."""
-    files = find_text_files("optdigits", [TRAIN_FILE, TEST_FILE], [], data_dir)
-    if files is None:
-        files = _download(data_dir, download, progress, mirrors)
+    files = find_or_download_text_files(
+        "optdigits", [TRAIN_FILE, TEST_FILE], [], data_dir, download=download, progress=progress, mirrors=mirrors
+    )
     train_x, train_y = parse_optdigits(read_text(files[TRAIN_FILE]), str(files[TRAIN_FILE]))
     test_x, test_y = parse_optdigits(read_text(files[TEST_FILE]), str(files[TEST_FILE]))
     mean, std = channel_stats(train_x)
@@ -85,20 +84,3 @@ def load_optdigits(
         std=std,
         source=str(files[TRAIN_FILE].parent),
     )
-
-
-def _download(data_dir, download: bool, progress: bool, mirrors) -> dict[str, Path]:
-    from digitlab.data.download import download_dataset
-    from digitlab.data.locate import download_dir
-
-    if not download:
-        raise DigitlabError(missing_message("optdigits", data_dir) + "\n  (downloading is switched off)")
-    dest = download_dir("optdigits", data_dir)
-    try:
-        download_dataset("optdigits", dest, mirrors=mirrors, progress=progress)
-    except DigitlabError as exc:
-        raise DigitlabError(f"{exc}\n{missing_message('optdigits', data_dir)}") from exc
-    files = find_text_files("optdigits", [TRAIN_FILE, TEST_FILE], [], dest)
-    if files is None:
-        raise DigitlabError(missing_message("optdigits", dest))
-    return files

@@ -11,13 +11,12 @@ digit model reads other people's writing (``digitlab eval --dataset usps --split
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from digitlab.data.base import ImageData, channel_stats
-from digitlab.data.locate import TEXT_FILES, find_text_files, missing_message
+from digitlab.data.locate import TEXT_FILES, find_or_download_text_files
 from digitlab.data.textfile import read_text
 from digitlab.errors import DigitlabError
 
@@ -61,9 +60,9 @@ def load_usps(
     mirrors: list[str] | None = None,
 ) -> ImageData:
     """USPS as uint8 tensors: ``zip.train`` as train, ``zip.test`` as test when present (else none)."""
-    files = find_text_files("usps", [TRAIN_FILE], [TEST_FILE], data_dir)
-    if files is None:
-        files = _download(data_dir, download, progress, mirrors)
+    files = find_or_download_text_files(
+        "usps", [TRAIN_FILE], [TEST_FILE], data_dir, download=download, progress=progress, mirrors=mirrors
+    )
     train_x, train_y = parse_usps(read_text(files[TRAIN_FILE]), str(files[TRAIN_FILE]))
     if TEST_FILE in files:
         test_x, test_y = parse_usps(read_text(files[TEST_FILE]), str(files[TEST_FILE]))
@@ -81,20 +80,3 @@ def load_usps(
         std=std,
         source=str(files[TRAIN_FILE].parent),
     )
-
-
-def _download(data_dir, download: bool, progress: bool, mirrors) -> dict[str, Path]:
-    from digitlab.data.download import download_dataset
-    from digitlab.data.locate import download_dir
-
-    if not download:
-        raise DigitlabError(missing_message("usps", data_dir) + "\n  (downloading is switched off)")
-    dest = download_dir("usps", data_dir)
-    try:
-        download_dataset("usps", dest, mirrors=mirrors, progress=progress)
-    except DigitlabError as exc:
-        raise DigitlabError(f"{exc}\n{missing_message('usps', data_dir)}") from exc
-    files = find_text_files("usps", [TRAIN_FILE], [TEST_FILE], dest)
-    if files is None:
-        raise DigitlabError(missing_message("usps", dest))
-    return files
