@@ -502,3 +502,29 @@ def test_a_ring_touching_every_edge_keeps_its_polarity(monkeypatch):
     assert len(one(antialiased_ring()).image) == 28
     monkeypatch.setattr(L, "TWO_LEVEL", 0.0)  # without the two-level rule, the tails decide: wrongly here
     assert P.has_light_background(g)
+
+
+def bold_five(side: int = 16, seed: int = 0) -> Image.Image:
+    """A USPS-style bold 5: drawn large, box-averaged to 16 px, its ink more than half the frame, on a
+    black that scanner noise leaves uneven."""
+    big = Image.new("L", (side * 8, side * 8), 0)
+    d = ImageDraw.Draw(big)
+    s, w = side * 8 / 128, round(side * 8 * 0.22)
+    d.line((30 * s, 10 * s, 120 * s, 10 * s), fill=255, width=w)  # the top bar
+    d.line((30 * s, 0, 22 * s, 60 * s), fill=255, width=w)  # the stem
+    d.arc((8 * s, 40 * s, 120 * s, 124 * s), 200, 160, fill=255, width=w)  # the belly
+    small = np.asarray(big.resize((side, side), Image.Resampling.BOX), dtype=np.float32)
+    noise = np.random.default_rng(seed).uniform(0, 20, small.shape)  # up to 8% grey in the black
+    return Image.fromarray(np.clip(small + noise, 0, 255).astype(np.uint8))
+
+
+def test_bold_tiny_digit_with_more_ink_than_paper_keeps_its_polarity(monkeypatch):
+    """The grey of anti-aliased edges is no gradient in the light: a 16 px digit whose grey rims are a fifth
+    of its pixels is still two-level, so the frame (mostly black) decides, not the histogram's tails."""
+    g = P.to_grayscale(bold_five())
+    frame = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
+    assert (g > 0.5).mean() > 0.45 and (frame < 0.5).mean() > 2 / 3  # bold; the frame mostly paper
+    assert not P.has_light_background(g) and P.has_light_background(1.0 - g)
+    assert len(P.preprocess_digits(bold_five(), mean=MEAN, std=STD).digits) == 1
+    monkeypatch.setattr(L, "_between_levels", lambda small, lo, hi, t: 1.0)  # every grey pixel counted
+    assert P.has_light_background(g)  # ... and the tails decide: wrongly

@@ -65,6 +65,9 @@ def train(
         from digitlab.engine.dist import restart_resume
 
         resume = restart_resume(overrides["run"])
+    from digitlab.engine.dist import detect
+
+    main_rank = detect().is_main  # under torchrun only rank 0 speaks
     if resume:  # the engine decides what a resume may change (engine/resume.py)
         from digitlab.engine.resume import load_resume_state, resume_config, run_dir_of_resume
         from digitlab.engine.rundir import is_finished
@@ -73,10 +76,14 @@ def train(
         cfg = resume_config(state, resume, overrides | {"run": {**overrides.get("run", {}), "preset": preset}})
         if state["epoch"] >= cfg.train.epochs:
             if is_finished(run_dir_of_resume(resume), state):
-                console.print(f"run already finished its {cfg.train.epochs} epochs; pass --epochs N to train longer")
+                if main_rank:
+                    console.print(
+                        f"run already finished its {cfg.train.epochs} epochs; pass --epochs N to train longer"
+                    )
                 return
-            console.print(f"finishing {cfg.name}: its {state['epoch']} epochs are trained", highlight=False)
-        else:
+            if main_rank:
+                console.print(f"finishing {cfg.name}: its {state['epoch']} epochs are trained", highlight=False)
+        elif main_rank:
             console.print(f"resuming {cfg.name} after epoch {state['epoch']} of {cfg.train.epochs}", highlight=False)
     else:
         cfg = build_config(preset, overrides)
@@ -90,9 +97,7 @@ def train(
             soft_wrap=True,
         )
         raise typer.Exit(130) from None
-    from digitlab.engine.dist import detect
-
-    if not detect().is_main:
+    if not main_rank:
         return
     compiled = f" (+{result.compile_seconds:.1f}s compiling)" if result.compile_seconds else ""
     views = " with test-time augmentation" if result.tta else ""

@@ -5,12 +5,16 @@ from __future__ import annotations
 import gc
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import torch
 import torch.distributed as torch_dist
 
 from digitlab.errors import DigitlabError
+
+# How long a rank waits for the others to join (torch's own default for the default group).
+STORE_TIMEOUT = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -52,8 +56,34 @@ def setup(info: DistInfo, device: torch.device) -> torch.device:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not torch_dist.is_initialized():
-        torch_dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        store = _attempt_store(info)
+        if store is None:
+            torch_dist.init_process_group(backend=backend)
+        else:
+            torch_dist.init_process_group(backend=backend, store=store, rank=info.rank, world_size=info.world_size)
     return device
+
+
+def _attempt_store(info: DistInfo) -> torch_dist.Store | None:
+    """The torchrun agent's store, seen under a prefix of its own for each restart; None: env:// as usual.
+
+    Why: torchrun's c10d rendezvous keeps one TCP store for every restart of the worker group, and
+    ``init_process_group`` reads the ranks' addresses from it under the same keys each time. A
+    restarted rank 0 can then read the address that the killed rank published before it died and
+    fail with "Gloo connectFullMesh failed ... Connection refused". A prefix per restart
+    (``TORCHELASTIC_RESTART_COUNT``) keeps each start's keys apart.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    store = torch_dist.TCPStore(
+        host_name=os.environ["MASTER_ADDR"],
+        port=int(os.environ["MASTER_PORT"]),
+        world_size=info.world_size,
+        is_master=False,  # the agent hosts the store
+        timeout=STORE_TIMEOUT,
+    )
+    return torch_dist.PrefixStore(f"digitlab/attempt_{restart_count()}", store)
 
 
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:

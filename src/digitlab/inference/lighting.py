@@ -29,7 +29,8 @@ FLAT_PAPER = 0.06  # paper whose brightness spans less than this (2nd-98th perce
 # a canvas, a screenshot, a scan; its one level is the background, however wide the strokes
 EVEN_FRAME = 0.6  # ... and a frame this much of which is within FLAT_PAPER / 2 of its median is that even
 # paper crossed by strokes (a digit cropped tight, its ink touching the edges)
-TWO_LEVEL = 0.2  # an image with under this share of its pixels in the middle half of its range is two-level ...
+TWO_LEVEL = 0.2  # an image with under this share of its pixels in the middle half of its range, away from the
+# edges between its levels (``_between_levels``), is two-level ...
 FRAME_MAJORITY = 2 / 3  # ... and the level holding this much of its frame is the paper
 PAPER_MARGIN = 3  # ... counting only paper this many pixels (of the small copy) away from the ink: the
 # soft edges of blurred or enlarged strokes are not uneven light
@@ -103,6 +104,19 @@ def _blur_small(a: np.ndarray, sigma: float, truncate: float) -> np.ndarray:
     return ((rows @ a).astype(np.float32) @ cols.T).astype(np.float32)
 
 
+def _between_levels(small: np.ndarray, lo: float, hi: float, t: float) -> float:
+    """Share of pixels in the middle half of the range ``lo..hi`` that do not border the other level.
+
+    Why: a stroke's anti-aliased edge is one pixel of grey between the levels, so on a tiny image
+    (16 px, bold strokes) a fifth of the pixels are grey without any gradient in the light; the grey
+    of a vignette or a soft photo lies away from the edges between ink and paper, and still counts.
+    """
+    middle = np.abs(small - (lo + hi) / 2) < (hi - lo) / 4
+    hard = small > t
+    edges = _grow(hard, 1) & _grow(~hard, 1)
+    return float(np.mean(middle & ~edges))
+
+
 def has_light_background(gray: np.ndarray) -> bool:
     """True for dark ink on light paper, False for light ink on a dark background.
 
@@ -123,7 +137,7 @@ def has_light_background(gray: np.ndarray) -> bool:
         return bool(mid > otsu(small))
     t = otsu(small)
     lo, hi = np.percentile(small, [1, 99])
-    if hi - lo >= MIN_INK_CONTRAST and np.mean(np.abs(small - (lo + hi) / 2) < (hi - lo) / 4) < TWO_LEVEL:
+    if hi - lo >= MIN_INK_CONTRAST and _between_levels(small, lo, hi, t) < TWO_LEVEL:
         # Two levels and little between (a bitmap, a clean scan, a size-normalised crop whose anti-aliased
         # strokes leave the frame no one even colour): the paper is the level that holds most of the frame.
         light = float(np.mean(frame > t))
