@@ -528,3 +528,22 @@ def test_bold_tiny_digit_with_more_ink_than_paper_keeps_its_polarity(monkeypatch
     assert len(P.preprocess_digits(bold_five(), mean=MEAN, std=STD).digits) == 1
     monkeypatch.setattr(L, "_between_levels", lambda small, lo, hi, t: 1.0)  # every grey pixel counted
     assert P.has_light_background(g)  # ... and the tails decide: wrongly
+
+
+def test_vignetted_photos_keep_their_paper_light(mnist_test, monkeypatch):
+    """The grey of a vignette sits between grey neighbours, not between ink and paper: it is no stroke edge,
+    so a dim-cornered photo of a pen digit stays dark-on-light. (Counting as edges every pixel next to the
+    threshold, as a first version of the rule did, turned these 5 photos of the handwriting benchmark.)"""
+    from digitlab.data.synth import make_sample
+
+    images, labels = mnist_test
+    shots = [(0, 769), (0, 879), (1, 94), (1, 103), (1, 179)]  # seed, index in benchmarks/handwriting.py
+    grays = [P.to_grayscale(make_sample("photo", images, labels, seed, i).image) for seed, i in shots]
+    assert all(P.has_light_background(g) for g in grays)
+
+    def next_to_the_threshold(small, lo, hi, t):
+        middle = np.abs(small - (lo + hi) / 2) < (hi - lo) / 4
+        return float(np.mean(middle & ~(L._grow(small > t, 1) & L._grow(small <= t, 1))))
+
+    monkeypatch.setattr(L, "_between_levels", next_to_the_threshold)
+    assert not any(P.has_light_background(g) for g in grays)

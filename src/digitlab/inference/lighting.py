@@ -107,13 +107,13 @@ def _blur_small(a: np.ndarray, sigma: float, truncate: float) -> np.ndarray:
 def _between_levels(small: np.ndarray, lo: float, hi: float, t: float) -> float:
     """Share of pixels in the middle half of the range ``lo..hi`` that do not border the other level.
 
-    Why: a stroke's anti-aliased edge is one pixel of grey between the levels, so on a tiny image
-    (16 px, bold strokes) a fifth of the pixels are grey without any gradient in the light; the grey
-    of a vignette or a soft photo lies away from the edges between ink and paper, and still counts.
+    Why: a stroke's anti-aliased edge is one pixel of grey with ink on one side and paper on the other,
+    so on a tiny image (16 px, bold strokes) a fifth of the pixels are grey without any gradient in the
+    light. The grey of a vignette or a soft photo has grey neighbours, not both levels, and still counts.
     """
-    middle = np.abs(small - (lo + hi) / 2) < (hi - lo) / 4
-    hard = small > t
-    edges = _grow(hard, 1) & _grow(~hard, 1)
+    quarter = (hi - lo) / 4
+    middle = np.abs(small - (lo + hi) / 2) < quarter
+    edges = _grow(small < lo + quarter, 1) & _grow(small > hi - quarter, 1)  # both levels next to it: a step
     return float(np.mean(middle & ~edges))
 
 
