@@ -12,6 +12,7 @@ INFERENCE_KEYS = (
     "model_args",
     "state_dict",
     "dataset",
+    "dataset_note",
     "task",
     "classes",
     "channels",

@@ -195,6 +195,7 @@ def make_checkpoint(model: nn.Module, plan: Plan, data: ImageData, *, epoch: int
         "model_args": plan.model_args,
         "state_dict": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()},
         "dataset": plan.dataset,
+        **({"dataset_note": data.note} if data.note else {}),  # "JPEG q75 copy": predict and serve say so
         "task": task_of(data),
         "classes": list(data.classes),
         "channels": data.channels,
