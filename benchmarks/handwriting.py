@@ -41,17 +41,17 @@ from digitlab.inference.predictor import Predictor
 def naive_read(predictor: Predictor, path: Path) -> str:
     """The seeds' pipeline: open, grayscale, resize to 28x28, normalise, one class per image."""
     img = Image.open(path).convert("L").resize((28, 28), Image.Resampling.BILINEAR)
-    x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)
-    x = ((x - predictor.mean[0]) / predictor.std[0]).view(1, 1, 28, 28)
-    return predictor.classes[int(predictor._probabilities(x).argmax(1))]
+    x = np.asarray(img, dtype=np.float32) / 255.0
+    x = ((x - predictor.mean[0]) / predictor.std[0]).reshape(1, 1, 28, 28).astype(np.float32)
+    return predictor.classes[int(predictor._probabilities(x).argmax(1)[0])]
 
 
 def naive_read_array(predictor: Predictor, img: Image.Image) -> np.ndarray:
     """The seeds' pipeline on a PIL image: class probabilities (K,)."""
     small = img.convert("L").resize((28, 28), Image.Resampling.BILINEAR)
-    x = torch.from_numpy(np.asarray(small, dtype=np.float32) / 255.0)
-    x = ((x - predictor.mean[0]) / predictor.std[0]).view(1, 1, 28, 28)
-    return predictor._probabilities(x)[0].numpy()
+    x = np.asarray(small, dtype=np.float32) / 255.0
+    x = ((x - predictor.mean[0]) / predictor.std[0]).reshape(1, 1, 28, 28).astype(np.float32)
+    return predictor._probabilities(x)[0]
 
 
 REAL_SETS = (("usps", "train"), ("optdigits", "train"), ("optdigits", "test"))  # optdigits: tra, cv

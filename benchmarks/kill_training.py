@@ -32,7 +32,6 @@ import torch
 from digitlab.engine.checkpoint import load_checkpoint
 from digitlab.errors import DigitlabError
 
-
 TIMES = {"first": 0.0, "rest": 0.0}  # the uninterrupted run's seconds to its first last.pt, and after it
 
 

@@ -4,8 +4,9 @@
     python benchmarks/startup.py --runs 9 --json startup.json
     python benchmarks/startup.py --digitlab "/path/to/other/python -m digitlab"   # another install
 
-Commands: ``--version``, ``--help``, ``train --help``, a usage error (``train --no-such-flag``)
-and ``predict one.png`` (a drawn 7, the shipped model). Each is run ``--runs`` times, interleaved
+Commands: ``--version``, ``--help``, ``train --help``, a usage error (``train --no-such-flag``),
+``predict one.png`` (a drawn 7, the shipped model) and the same with the shipped model exported to
+ONNX (``--model model.onnx``: onnxruntime, no torch; needs the ``onnx`` extra). Each is run ``--runs`` times, interleaved
 so a busy neighbour slows all alike; the median and the min-max spread are printed, with
 ``python -c pass`` (the interpreter alone) as the reference measured in the same run. Each
 command is also run once under ``-X importtime`` to say whether it imported torch, and
@@ -34,6 +35,7 @@ COMMANDS = {
     "train --help": ["train", "--help"],
     "usage error": ["train", "--no-such-flag"],
     "predict one.png": ["predict", "{image}"],
+    "predict --model model.onnx one.png": ["predict", "--model", "{onnx}", "{image}"],
 }
 
 # The parts of `digitlab predict one.png` after the interpreter starts, each timed in one fresh process.
@@ -116,7 +118,13 @@ def main() -> None:
     env = {**os.environ, "COLUMNS": "120"}
     with tempfile.TemporaryDirectory() as tmp:
         image = str(draw_seven(Path(tmp) / "one.png"))
-        cmds = {k: [*launcher, *(a.format(image=image) for a in v)] for k, v in COMMANDS.items()}
+        onnx = str(Path(tmp) / "model.onnx")
+        default = str(Path(__file__).resolve().parents[1] / "src" / "digitlab" / "assets" / "default.pt")
+        export = [*launcher, "export", default, onnx, "--format", "onnx", "--no-calibrate"]
+        commands = dict(COMMANDS)
+        if subprocess.run(export, capture_output=True, env=env, check=False).returncode != 0:
+            del commands["predict --model model.onnx one.png"]  # no onnx extra here
+        cmds = {k: [*launcher, *(a.format(image=image, onnx=onnx) for a in v)] for k, v in commands.items()}
         cmds = {"python -c pass (reference)": [sys.executable, "-c", "pass"], **cmds}
         for cmd in cmds.values():  # warm the file cache once, untimed
             wall(cmd, env)
@@ -128,7 +136,7 @@ def main() -> None:
                 times[k].append(w)
                 cpu[k].append(c)
         torch_loaded = {
-            k: imports_torch(launcher, [a.format(image=image) for a in v], env) for k, v in COMMANDS.items()
+            k: imports_torch(launcher, [a.format(image=image, onnx=onnx) for a in v], env) for k, v in commands.items()
         }
         python = launcher[0] if "python" in Path(launcher[0]).name else str(Path(launcher[0]).with_name("python"))
         proc = subprocess.run([python, "-c", PHASES, image], capture_output=True, text=True, env=env, check=False)

@@ -149,3 +149,14 @@ def test_the_models_and_onnx_modules_import_at_the_top():
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("digitlab") and id(node) not in top
         ]
         assert not hidden, f"{name} imports digitlab modules inside functions at lines {hidden}"
+
+
+def test_the_inference_and_web_modules_import_no_torch():
+    """An ONNX deployment has no torch: the predictor, the preprocessing and the web app load without it
+    (torch comes in only when a PyTorch checkpoint is loaded). tests/test_onnx.py runs one end to end."""
+    code = (
+        "import sys, digitlab.inference, digitlab.inference.predictor, digitlab.web.app, digitlab.web.pool; "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"

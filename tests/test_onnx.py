@@ -72,7 +72,7 @@ def test_the_graph_takes_pixels_in_0_1_with_the_normalisation_inside(shipped_onn
     x = torch.rand(5, 1, 28, 28)
     with torch.no_grad():
         ref = torch_model((x - ckpt["mean"][0]) / ckpt["std"][0])
-    assert torch.allclose(model(x), ref, atol=1e-4)
+    assert torch.allclose(torch.from_numpy(model(x.numpy())), ref, atol=1e-4)
 
 
 def test_predictor_on_onnx_reads_as_the_checkpoint_does(shipped_onnx):
@@ -196,3 +196,63 @@ def test_explain_with_an_onnx_model_leaves_out_the_saliency_row(shipped_onnx, tm
     out = tmp_path / "why.png"
     assert main(["predict", str(tmp_path / "seven.png"), "--model", str(result.path), "--explain", str(out)]) == 0
     assert Image.open(out).size[1] == 520  # inputs and probabilities; no gradients in onnxruntime
+
+
+# What a deployment without torch leaves out (README, ONNX): importing any of them raises ImportError.
+NOT_DEPLOYED = ("torch", "torchinfo", "sklearn", "matplotlib", "onnx")
+NO_TORCH = "import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in NOT_DEPLOYED)
+
+
+def _without_torch(tmp_path) -> dict[str, str]:
+    """An environment whose Python processes (spawned ones included) cannot import torch."""
+    import os
+
+    site = tmp_path / "no-torch"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(NO_TORCH)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
+
+
+@pytest.mark.slow  # three interpreter start-ups, one of them a server with a prediction process
+def test_an_onnx_deployment_needs_no_torch(shipped_onnx, tmp_path):
+    """`predict --model m.onnx` and `serve --model m.onnx` answer where torch (and the other packages only
+    training and export need) cannot be imported."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    _, result = shipped_onnx
+    env = _without_torch(tmp_path)
+    blocked = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True)
+    assert blocked.returncode != 0 and "import of torch halted" in blocked.stderr  # the block itself works
+    seven = tmp_path / "seven.png"
+    drawn_digits()[0].save(seven)
+    cmd = [sys.executable, "-m", "digitlab", "predict", "--model", str(result.path), str(seven), "--json"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout)[0]["text"] == "7"
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serve = [sys.executable, "-m", "digitlab", "serve", "--model", str(result.path), "--port", str(port)]
+    server = subprocess.Popen([*serve, "--processes", "1"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.communicate()[1][-2000:]
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not become ready"
+            time.sleep(0.2)
+        r = httpx.post(f"{url}/api/predict", files={"file": ("7.png", seven.read_bytes(), "image/png")}, timeout=30)
+        assert r.status_code == 200 and r.json()["text"] == "7", r.text
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

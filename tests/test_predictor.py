@@ -233,7 +233,7 @@ def test_add_offers_follows_the_bound(shipped, mnist_test):
 @pytest.mark.parametrize("pool_early, negative_scale, left", [(True, False, 0), (False, False, 0), (True, True, 1)])
 def test_fold_batchnorm_gives_the_same_outputs_with_fewer_layers(pool_early, negative_scale, left):
     # pool_early: the second stage is conv, pool, BN; that BN folds across the pool only if its scales are positive.
-    from digitlab.inference.predictor import fold_batchnorm
+    from digitlab.inference.fold import fold_batchnorm
     from digitlab.models import create_model
 
     torch.manual_seed(0)

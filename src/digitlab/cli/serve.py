@@ -89,9 +89,9 @@ def serve(
     if log_level not in LOG_LEVELS:
         raise DigitlabError(f"unknown log level {log_level!r}; choose one of: {', '.join(LOG_LEVELS)}")
     check_port(host, port)
-    import torch
     import uvicorn
 
+    from digitlab.inference.onnx import is_onnx_path, set_threads
     from digitlab.web.app import DEFAULT_WORKERS, create_app
     from digitlab.web.connections import KEEP_ALIVE_S, deadline_protocol
     from digitlab.web.pool import default_processes
@@ -99,7 +99,9 @@ def serve(
     # Requests run in parallel on the workers; torch's own threads on top of them only wait
     # for each other (a sub-millisecond forward takes many times longer with 2 intra-op threads on a busy
     # 2-core box).
-    torch.set_num_threads(1)
+    if model is None or not is_onnx_path(model):
+        import torch  # noqa: F401  (loaded now so that set_threads reaches it; the model needs it anyway)
+    set_threads(1)
 
     console = Console(stderr=True)
     # Loads the model now, so errors show before binding; prediction processes start with the server.

@@ -13,14 +13,13 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import math
 from collections.abc import Mapping
-from numbers import Real
 from typing import TypeGuard
 
 import torch
 from torch import nn
 
+from digitlab.engine.limits import _is_number, check_temperature
 from digitlab.errors import DigitlabError
 from digitlab.models.registry import is_import_path, model_info
 
@@ -44,9 +43,6 @@ MAX_CLASSES = 100_000  # far above any dataset here; a bound so a corrupt list i
 # Trained weights here stay within a few hundred; one near float32's limit (1e38) overflows a logit
 # to inf, so anything this large is corruption or a diverged run, not a model.
 MAX_ABS_WEIGHT = 1e6
-# Fitted temperatures are 0.3-3; far outside this range the probabilities are one-hot or uniform
-# whatever the image, which no calibration produces. 0 or below gives NaN or inverted probabilities.
-TEMPERATURE_RANGE = (0.01, 100.0)
 # Pixels are scaled to [0, 1] before normalising: a dataset's mean lies in it and its std is below 1.
 # Far outside these bounds the inputs overflow or vanish, so they are not any dataset's statistics.
 MEAN_LIMIT = 1e3
@@ -72,18 +68,6 @@ def with_digest(ckpt: dict) -> dict:
 
 def _is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: object) -> bool:
-    return isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(float(v))
-
-
-def check_temperature(temperature: object, where: str = "checkpoint") -> float:
-    """A calibration temperature as a float, or a DigitlabError when it is not finite and in range."""
-    low, high = TEMPERATURE_RANGE
-    if not _is_number(temperature) or not low <= float(temperature) <= high:  # type: ignore[arg-type]
-        raise DigitlabError(f"{where}: temperature {temperature!r} is not a number in [{low}, {high}]")
-    return float(temperature)  # type: ignore[arg-type]
 
 
 def check_fields(ckpt: dict, where: str) -> None:

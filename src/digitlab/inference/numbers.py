@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 if TYPE_CHECKING:  # the predictor imports this module: a runtime import would be a circle
     from digitlab.inference.predictor import DigitPrediction
@@ -30,7 +29,7 @@ class _Prepared:
     """One image after preprocessing, before the model: the model input and where it came from."""
 
     source: str
-    x: torch.Tensor  # (N, C, H, W): the digits, then the halves of wide ones; N = 0 for a blank image
+    x: np.ndarray  # float32 (N, C, H, W): the digits, then the halves of wide ones; N = 0 for a blank image
     images: list[np.ndarray]  # one per row of x
     boxes: list[tuple[int, int, int, int] | None]
     ms: float
@@ -39,7 +38,7 @@ class _Prepared:
     joins: dict[int, int] = field(default_factory=dict)  # digit index -> row of it joined with the next
     digits: list = field(default_factory=list)  # the preprocessed Digits (their offers not yet expanded)
 
-    def add_offers(self, main_probs: torch.Tensor, everything: bool = False) -> torch.Tensor | None:
+    def add_offers(self, main_probs: np.ndarray, everything: bool = False) -> np.ndarray | None:
         """Preprocess the cuts and joins that could still beat the digits as read; their inputs, or None.
 
         A reading scores its log-probabilities less SPLIT_COST per cut and JOIN_COST per join, and no
@@ -68,7 +67,7 @@ class _Prepared:
             return None
         self.images += [r.image for r in rows]
         self.boxes += [r.box for r in rows]
-        return torch.stack([r.tensor for r in rows])
+        return np.stack([r.array for r in rows])
 
 
 def _best_reading(

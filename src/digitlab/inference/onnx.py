@@ -9,23 +9,52 @@ object). ``Predictor.load("model.onnx")`` reads that metadata and runs the graph
 behind the same preprocessing as a checkpoint.
 
 ``onnx`` and ``onnxruntime`` are the optional extra ``digitlab[onnx]``: they are imported only
-when an ONNX file is written or run, so everything else works without them.
+when an ONNX file is written or run, so everything else works without them. Running a model needs
+only onnxruntime (and numpy, Pillow, SciPy for the preprocessing): neither torch nor onnx.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 import threading
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from digitlab.errors import DigitlabError
 
 INPUT_NAME = "image"  # float32 (N, C, H, W) in [0, 1]
 OUTPUT_NAME = "logits"  # float32 (N, classes)
 METADATA_FORMAT = 1  # the "digitlab" metadata entry's layout
+
+
+_threads: int | None = None  # set by ``set_threads``
+
+
+def set_threads(n: int) -> None:
+    """Threads for the model runtime in this process: onnxruntime sessions created after this call,
+    and torch where it is loaded (``serve`` runs one per prediction process). Imports no torch."""
+    global _threads
+    _threads = n
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
+
+
+def runtime_threads() -> int:
+    """Threads for onnxruntime: ``set_threads``'s, else torch's where torch is loaded, else this process's
+    cores. Read without importing torch: an ONNX deployment may not have it."""
+    if _threads is not None:
+        return _threads
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return int(torch.get_num_threads())
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def require(module: str):
@@ -46,7 +75,7 @@ class OnnxModel:
 
     Inputs are pixels in [0, 1] (the predictor gives it ``normalize`` with mean 0 and std 1). It
     pickles as the model's bytes, so `serve`'s prediction processes each start their own session,
-    created on the first call with as many threads as torch has there (one per process in `serve`).
+    created on the first call with ``runtime_threads()`` threads (one per process in `serve`).
     """
 
     def __init__(self, data: bytes):
@@ -67,14 +96,15 @@ class OnnxModel:
             if self._session is None:
                 ort = require("onnxruntime")
                 opts = ort.SessionOptions()
-                opts.intra_op_num_threads = torch.get_num_threads()
+                opts.intra_op_num_threads = runtime_threads()
                 opts.inter_op_num_threads = 1
                 self._session = ort.InferenceSession(self.data, opts, providers=["CPUExecutionProvider"])
             return self._session
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        arr = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)  # channels_last -> NCHW
-        return torch.from_numpy(self._get_session().run([OUTPUT_NAME], {INPUT_NAME: arr})[0])
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Logits (N, classes) for float32 inputs (N, C, H, W) in [0, 1]."""
+        arr = np.ascontiguousarray(x, dtype=np.float32)
+        return self._get_session().run([OUTPUT_NAME], {INPUT_NAME: arr})[0]
 
     # The predictor treats its model as a module: these make the calls it makes harmless.
     def to(self, *args, **kwargs) -> OnnxModel:
@@ -90,16 +120,16 @@ def load_onnx(path: str | Path) -> tuple[OnnxModel, dict]:
     Raises:
         DigitlabError: the file is missing, is not ONNX, or was not written by `digitlab export --format onnx`.
     """
-    onnx = require("onnx")
+    require("onnxruntime")
     p = Path(path)
     if not p.is_file():
         raise DigitlabError(f"ONNX model not found: {p}")
-    data = p.read_bytes()
+    model = OnnxModel(p.read_bytes())
     try:
-        proto = onnx.load_from_string(data)
-    except Exception as exc:  # protobuf's DecodeError and friends: not an ONNX file
+        # onnxruntime reads the metadata too: the onnx package (0.5 s to import) is needed only to export
+        props = dict(model._get_session().get_modelmeta().custom_metadata_map)
+    except Exception as exc:  # InvalidProtobuf, Fail and friends: not an ONNX file onnxruntime can run
         raise DigitlabError(f"{p} is not a readable ONNX model ({type(exc).__name__})") from exc
-    props = {e.key: e.value for e in proto.metadata_props}
     if "digitlab" not in props:
         raise DigitlabError(f"{p} has no digitlab metadata; export it with `digitlab export RUN --format onnx`")
     try:
@@ -122,4 +152,4 @@ def load_onnx(path: str | Path) -> tuple[OnnxModel, dict]:
             fields["temperature"] = float(meta["temperature"])
     except (ValueError, KeyError, TypeError) as exc:
         raise DigitlabError(f"{p}: its digitlab metadata is malformed ({type(exc).__name__}: {exc})") from exc
-    return OnnxModel(data), fields
+    return model, fields

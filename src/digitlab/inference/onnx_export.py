@@ -15,8 +15,8 @@ from torch import nn
 
 from digitlab.engine.checkpoint import model_from_checkpoint
 from digitlab.errors import DigitlabError
+from digitlab.inference.fold import fold_batchnorm
 from digitlab.inference.onnx import INPUT_NAME, METADATA_FORMAT, OUTPUT_NAME, OnnxModel, require
-from digitlab.inference.predictor import fold_batchnorm
 
 OPSET = 17
 CHECK_IMAGES = 512  # real test images compared against PyTorch at export time
@@ -123,7 +123,7 @@ def export_onnx(ckpt: dict, path: str | Path, check_images: torch.Tensor | None 
         x = torch.rand(64, c, s, s, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = model((x - graph.mean) / graph.std)  # the checkpoint's own model, unfolded, in PyTorch
-    out = OnnxModel(data)(x)
+    out = torch.from_numpy(OnnxModel(data)(x.numpy()))
     diff = float((out - ref).abs().max()) if len(x) else 0.0
     agree = float((out.argmax(1) == ref.argmax(1)).float().mean()) if len(x) else 1.0
     return OnnxExport(path, diff, agree, len(x), real)

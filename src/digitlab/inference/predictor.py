@@ -4,6 +4,9 @@
 ``digitlab.inference.preprocess`` and the model; ``predict_many`` does the same for many
 files with the model calls batched across files. Problems with one file (unreadable,
 too large) become a ``Prediction`` with ``status="error"``, never an exception.
+
+Everything around the model call is numpy: torch is imported only to load and run a PyTorch
+checkpoint, so a ``.onnx`` model (onnxruntime) reads images where torch is not installed.
 """
 
 from __future__ import annotations
@@ -15,20 +18,21 @@ import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
 
-from digitlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
-from digitlab.engine.integrity import check_temperature
+from digitlab.engine.limits import check_temperature
 from digitlab.engine.slim import INFERENCE_KEYS, slim_checkpoint
 from digitlab.errors import DigitlabError
-from digitlab.inference.fold import _channels_last, fold_batchnorm
 from digitlab.inference.image import load_image
 from digitlab.inference.numbers import JOIN_COST, SPLIT_COST, _best_reading, _Prepared
 from digitlab.inference.onnx import OnnxModel, is_onnx_path, load_onnx
-from digitlab.inference.preprocess import generic_image, normalize, preprocess_digits
+from digitlab.inference.preprocess import generic_image, normalize_array, preprocess_digits
+
+if TYPE_CHECKING:
+    import torch
 
 UNCERTAIN_BELOW = 0.6  # a top probability under this is flagged as uncertain ...
 CALIBRATED_UNCERTAIN_BELOW = 0.95  # ... or under this, for a calibrated checkpoint (`digitlab export`):
@@ -119,16 +123,19 @@ class Predictor:
     """A loaded model plus the preprocessing its checkpoint asks for."""
 
     def __init__(self, model: torch.nn.Module | OnnxModel, ckpt: dict, device: str | torch.device = "cpu"):
-        # channels_last: oneDNN's convolutions skip a layout reorder, so the shipped model's forward at
-        # batch 1-2 on one CPU thread is shorter, outputs equal to ~1e-6. BatchNorms folded into the convs
-        # shorten it again (fold_batchnorm; the caller's model is not changed). BENCHMARKS.md has the latency.
-        # An ONNX model (onnxruntime) is folded at export and takes its input as it comes.
-        self.model = (
-            fold_batchnorm(model).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-            if isinstance(model, torch.nn.Module)
-            else model
-        )
-        self.device = torch.device(device)
+        self.model: Any
+        if isinstance(model, OnnxModel):  # folded at export; takes its input as it comes
+            self.model, self.device = model, None
+        else:
+            # channels_last: oneDNN's convolutions skip a layout reorder, so the shipped model's forward at
+            # batch 1-2 on one CPU thread is shorter, outputs equal to ~1e-6. BatchNorms folded into the convs
+            # shorten it again (fold_batchnorm; the caller's model is not changed). BENCHMARKS.md has the latency.
+            import torch
+
+            from digitlab.inference.fold import fold_batchnorm
+
+            self.model = fold_batchnorm(model).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self.device = torch.device(device)
         self.classes: list[str] = list(ckpt["classes"])
         self.channels = int(ckpt["channels"])
         self.image_size = int(ckpt["image_size"])
@@ -167,6 +174,8 @@ class Predictor:
         if is_onnx_path(path):
             onnx_model, fields = load_onnx(path)
             return cls(onnx_model, fields, "cpu")  # onnxruntime's CPU provider
+        from digitlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
+
         ckpt = load_checkpoint(path)
         model = model_from_checkpoint(ckpt, device)
         return cls(model, ckpt, device)
@@ -180,7 +189,7 @@ class Predictor:
         img = image if isinstance(image, Image.Image) else load_image(image)
         if self.task != "digits":
             arr = generic_image(img, channels=self.channels, image_size=self.image_size)
-            x = normalize(arr, self.mean, self.std).unsqueeze(0)
+            x = normalize_array(arr, self.mean, self.std)[None]
             return _Prepared(source, x, [arr], [None], (time.perf_counter() - t0) * 1000, n_main=1)
         found = preprocess_digits(
             img, mean=self.mean, std=self.std, multi=multi, image_size=self.image_size, lazy=True
@@ -188,38 +197,47 @@ class Predictor:
         rows = found.digits
         ms = (time.perf_counter() - t0) * 1000
         return _Prepared(
-            source, found.tensor, [r.image for r in rows], [r.box for r in rows], ms, len(rows), digits=list(rows)
+            source, found.array, [r.image for r in rows], [r.box for r in rows], ms, len(rows), digits=list(rows)
         )
 
-    @torch.inference_mode()
-    def _probabilities(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """The model's own softmax probabilities (N, classes; uncalibrated) for a batch of inputs, in chunks."""
-        out = [
-            torch.softmax(self.model(_channels_last(x[i : i + batch_size].to(self.device))).float(), dim=1).cpu()
-            for i in range(0, x.shape[0], batch_size)
-        ]
-        probs = out[0] if len(out) == 1 else torch.cat(out) if out else torch.empty(0, len(self.classes))
-        if not bool(torch.isfinite(probs).all()):  # NaN never reaches an answer (nor JSON, which has no NaN)
-            raise DigitlabError("the model's output is NaN or infinite for this image; its checkpoint is broken")
-        return probs
+    def _logits(self, x: np.ndarray) -> np.ndarray:
+        """One model call: float32 logits (N, classes) for float32 inputs (N, C, H, W)."""
+        if self.device is None:  # onnxruntime
+            return np.asarray(self.model(x), dtype=np.float32)
+        import torch
 
-    def _result(self, prep: _Prepared, probs: torch.Tensor, top_k: int, model_ms: float) -> Prediction:
+        from digitlab.inference.fold import _channels_last
+
+        with torch.inference_mode():
+            out = self.model(_channels_last(torch.from_numpy(x).to(self.device)))
+            return out.float().cpu().numpy()
+
+    def _probabilities(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """The model's own softmax probabilities (N, classes; uncalibrated) for a batch of inputs, in chunks."""
+        if x.shape[0] == 0:
+            return np.empty((0, len(self.classes)), dtype=np.float32)
+        logits = np.concatenate([self._logits(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+        if not np.isfinite(logits).all():  # NaN never reaches an answer (nor JSON, which has no NaN)
+            raise DigitlabError("the model's output is NaN or infinite for this image; its checkpoint is broken")
+        return _softmax(logits)
+
+    def _result(self, prep: _Prepared, probs: np.ndarray, top_k: int, model_ms: float) -> Prediction:
         k = max(1, min(top_k, len(self.classes)))
         raw_logp = [math.log(max(float(p.max()), 1e-12)) for p in probs]  # the segmentation's scale
         if self.temperature != 1.0:  # softmax(log p / T) == softmax(logits / T): the softmax's constant cancels
-            probs = torch.softmax(probs.clamp_min(1e-30).log() / self.temperature, dim=1)
+            probs = _softmax(np.log(np.maximum(probs, 1e-30)) / np.float32(self.temperature))
         read = []
         for p, img, box in zip(probs, prep.images, prep.boxes, strict=True):
-            best = torch.topk(p, k)
-            index = int(best.indices[0])
-            probability = float(best.values[0])
+            best = np.argsort(-p, kind="stable")[:k]  # ties keep class order, as torch.topk does on CPU
+            index = int(best[0])
+            probability = float(p[index])
             read.append(
                 DigitPrediction(
                     label=self.classes[index],
                     index=index,
                     probability=probability,
                     probs=[float(v) for v in p],
-                    top_k=[(self.classes[int(i)], float(v)) for v, i in zip(best.values, best.indices, strict=True)],
+                    top_k=[(self.classes[int(i)], float(p[i])) for i in best],
                     box=box,
                     uncertain=probability < self.uncertain_below,
                     input_image=img,
@@ -292,8 +310,8 @@ class Predictor:
             model_ms += (time.perf_counter() - t1) * 1000
             for i, (p, e) in enumerate(zip(ok, extra, strict=True)):
                 if e is not None:
-                    p.x = torch.cat([p.x, e])
-                    probs[i] = torch.cat([probs[i], more[i]])
+                    p.x = np.concatenate([p.x, e])
+                    probs[i] = np.concatenate([probs[i], more[i]])
         n_total = max(1, sum(p.x.shape[0] for p in ok))
         read = iter(probs)  # in the order of ``ok``
         results: list[Prediction] = []
@@ -305,14 +323,20 @@ class Predictor:
             results.append(self._result(item, next(read), top_k, model_ms * n / n_total))
         return results
 
-    def _batched(self, xs: list[torch.Tensor], batch_size: int) -> list[torch.Tensor]:
+    def _batched(self, xs: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
         """Probabilities for each image's rows, with one batched model call across all images."""
         rows = [x for x in xs if x.shape[0]]
-        probs = self._probabilities(torch.cat(rows), batch_size) if rows else torch.empty(0, len(self.classes))
-        return list(torch.split(probs, [x.shape[0] for x in xs]))
+        probs = self._probabilities(np.concatenate(rows) if rows else np.empty((0, 1, 1, 1), np.float32), batch_size)
+        return np.split(probs, np.cumsum([x.shape[0] for x in xs])[:-1])
 
 
-__all__ = [  # with the names that moved to engine.slim, inference.fold and inference.numbers, importable here as before
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float32 (as ``torch.softmax`` computes it: shifted by the row's maximum)."""
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+__all__ = [  # with the names that moved to engine.slim and inference.numbers, importable here as before
     "CALIBRATED_UNCERTAIN_BELOW",
     "DEFAULT_MODEL",
     "INFERENCE_KEYS",
@@ -323,7 +347,6 @@ __all__ = [  # with the names that moved to engine.slim, inference.fold and infe
     "Prediction",
     "Predictor",
     "default_model_path",
-    "fold_batchnorm",
     "png_data_url",
     "slim_checkpoint",
 ]

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 from scipy import ndimage as ndi
 
-from digitlab.inference.framing import BOX, SIZE, even_strokes, normalize, to_mnist
+from digitlab.inference.framing import BOX, SIZE, even_strokes, normalize, normalize_array, to_mnist
 from digitlab.inference.gray import to_grayscale
 from digitlab.inference.lighting import (
     FLAT_PAPER,
@@ -42,6 +42,9 @@ from digitlab.inference.lighting import (
 )
 from digitlab.inference.segment import Segment, segment_digits
 
+if TYPE_CHECKING:
+    import torch
+
 WORK_MAX_SIDE = 1024  # larger images are reduced first: a digit needs no more pixels than this
 WORK_MIN_SIDE = 96  # smaller ones are enlarged so the pixel-sized steps below have room (a 20 px
 # MNIST digit becomes ~70 px; 256 and 128 read no better, and the web page's 96 px drawings skip a resize)
@@ -52,7 +55,7 @@ class Digit:
     """One digit as the model sees it."""
 
     image: np.ndarray  # uint8 (28, 28): white ink on black, like MNIST (for display)
-    tensor: torch.Tensor  # float (1, 28, 28), normalised with the checkpoint's mean/std
+    array: np.ndarray  # float32 (1, 28, 28), normalised with the checkpoint's mean/std: the model input
     box: tuple[int, int, int, int]  # (left, top, right, bottom) in the original image, right/bottom exclusive
     alternatives: list[list[Digit]] = field(default_factory=list)  # the same ink cut into two touching digits
     merged_with_next: Digit | None = None  # this and the next digit's ink read as one digit
@@ -70,6 +73,13 @@ class Digit:
     def offers_join(self) -> bool:
         """The segmentation offered to read this digit and the next as one (preprocessed or not yet)."""
         return self.merged_with_next is not None or bool(self._offers and self._offers[1])
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        """The model input as a torch tensor (a view of ``array``)."""
+        import torch
+
+        return torch.from_numpy(self.array)
 
     def expand(self, cuts: bool = True, join: bool = True) -> None:
         """Preprocess the offered cuts and/or join that ``lazy`` left out (no-op for what is done)."""
@@ -91,11 +101,18 @@ class DigitInput:
     size: tuple[int, int] = (0, 0)  # the original image's (width, height)
 
     @property
-    def tensor(self) -> torch.Tensor:
-        """All digits as one batch, (N, 1, 28, 28); N = 0 for a blank image."""
+    def array(self) -> np.ndarray:
+        """All digits as one float32 batch, (N, 1, 28, 28); N = 0 for a blank image."""
         if not self.digits:
-            return torch.empty(0, 1, SIZE, SIZE)
-        return torch.stack([d.tensor for d in self.digits])
+            return np.empty((0, 1, SIZE, SIZE), dtype=np.float32)
+        return np.stack([d.array for d in self.digits])
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        """``array`` as a torch tensor."""
+        import torch
+
+        return torch.from_numpy(self.array)
 
     @property
     def images(self) -> list[np.ndarray]:
@@ -201,7 +218,7 @@ def preprocess_digits(
         # but the grey stroke edges (below the hard threshold) come along.
         near = _grow(hard, 2)  # (a 5x5 max filter)
         image = to_mnist(soft[t0:t1, l0:l1] * near, hard, image_size)
-        return Digit(image, normalize(image, mean, std), _original_box(seg, scale, width, height, top, left))
+        return Digit(image, normalize_array(image, mean, std), _original_box(seg, scale, width, height, top, left))
 
     for seg in segment_digits(mask, multi=multi):
         d = digit(seg)
@@ -252,6 +269,7 @@ __all__ = [
     "has_light_background",
     "ink_map",
     "normalize",
+    "normalize_array",
     "otsu",
     "preprocess_digits",
     "preprocess_generic",

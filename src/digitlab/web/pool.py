@@ -100,11 +100,12 @@ def _exit_with(parent: int) -> None:
 
 
 def _start_worker(predictor, parent: int) -> None:
-    """Runs once in each worker process: keep the predictor; one torch thread per process."""
+    """Runs once in each worker process: keep the predictor; one model thread per process."""
     global _predictor
-    import torch
+    from digitlab.inference.onnx import set_threads
 
-    torch.set_num_threads(1)  # the processes are the parallelism; more threads only contend
+    set_threads(1)  # the processes are the parallelism; more threads only contend (torch is loaded by now
+    # for a PyTorch model: unpickling the predictor imported it)
     _predictor = predictor
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
 
