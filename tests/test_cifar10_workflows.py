@@ -32,6 +32,11 @@ def test_train_eval_predict_a_photo(small_copy, tmp_path, capsys):
     report = json.loads((runs / "c" / "eval.json").read_text())
     assert report["dataset"].startswith("cifar10 (JPEG q75 copy")  # every report says which files
     assert "of cifar10 (JPEG q75 copy" in (runs / "c" / "report.txt").read_text()
+    from digitlab.inference.predictor import Predictor
+
+    assert Predictor.load(runs / "c").info["dataset"].startswith("cifar10 (JPEG q75 copy")  # predict, serve
+    assert main(["export", str(runs / "c"), str(tmp_path / "slim.pt"), "--no-calibrate"]) == 0
+    assert Predictor.load(tmp_path / "slim.pt").info["dataset"].startswith("cifar10 (JPEG q75 copy")
 
     # A user's photo of any size and shape: resized to the model's 32x32 RGB, answered with a class name.
     photo = tmp_path / "photo.jpg"

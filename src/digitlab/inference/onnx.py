@@ -139,6 +139,7 @@ def load_onnx(path: str | Path) -> tuple[OnnxModel, dict]:
             "model_name": str(meta["model_name"]),
             "model_args": dict(meta.get("model_args") or {}),
             "dataset": meta.get("dataset"),
+            "dataset_note": meta.get("dataset_note"),
             "task": meta.get("task"),
             "classes": [str(c) for c in meta["classes"]],
             "channels": channels,

@@ -45,6 +45,7 @@ def onnx_metadata(ckpt: dict) -> dict[str, str]:
         "model_name": ckpt["model_name"],
         "model_args": ckpt["model_args"],
         "dataset": ckpt.get("dataset"),
+        "dataset_note": ckpt.get("dataset_note"),
         "task": ckpt.get("task"),
         "classes": list(ckpt["classes"]),
         "channels": int(ckpt["channels"]),

@@ -111,6 +111,12 @@ def default_model_path(must_exist: bool = True) -> Path:
     return Path(str(ref))  # the package is installed as files (setuptools, editable or not)
 
 
+def _dataset_label(ckpt: dict) -> str | None:
+    """The dataset a model was trained on, with its note: ``cifar10 (JPEG q75 copy)`` for a copy."""
+    name, note = ckpt.get("dataset"), ckpt.get("dataset_note")
+    return f"{name} ({note})" if name and isinstance(note, str) and note else name
+
+
 def _source_name(image) -> str:
     if isinstance(image, (str, Path)):
         return str(image)
@@ -158,7 +164,7 @@ class Predictor:
             "channels": self.channels,
             "image_size": self.image_size,
             "accuracy": float(accuracy) if accuracy is not None else None,
-            "dataset": ckpt.get("dataset"),
+            "dataset": _dataset_label(ckpt),
             "temperature": self.temperature if "temperature" in ckpt else None,
         }
 
