@@ -24,6 +24,7 @@ from digitlab.cli import app, main
 from digitlab.config import RunConfig
 from digitlab.engine.checkpoint import load_checkpoint
 from digitlab.engine.presets import PRESETS, apply_preset
+from digitlab.inference.onnx import load_onnx
 from digitlab.models import list_models
 
 PRESET_DATASET = {
@@ -351,6 +352,8 @@ def test_export_slims_a_checkpoint_that_still_predicts(mnist_dir, isolated_data_
     monkeypatch.setattr(predictor_mod, "default_model_path", lambda must_exist=True: target)
     assert main(["export", str(out), "--as-default", "--full"]) == 0
     assert load_checkpoint(target)["model_name"] == "cnn-small"
+    twin = target.with_name("default.onnx")  # ... and its ONNX twin, which predict and serve run
+    assert load_onnx(twin)[1]["checkpoint_digest"] == load_checkpoint(target)["digest"]
     assert main(["export", str(out)]) == 2  # neither OUT nor --as-default
     assert "either an output path" in capsys.readouterr().err
     # ... but never into an installed package (site-packages): that is not the user's file to change.

@@ -98,6 +98,8 @@ def test_single_and_explain(tmp_path):
     out = tmp_path / "explain.png"
     assert main(["predict", str(tmp_path / "row.png"), "--explain", str(out)]) == 0
     assert out.is_file() and Image.open(out).size[0] > 300
+    # the saliency row: --explain runs the shipped model's PyTorch checkpoint (gradients), not its ONNX twin
+    assert Image.open(out).size[1] > 520
     assert main(["predict", str(tmp_path / "row.png"), "--single", "--json"]) == 0
 
 

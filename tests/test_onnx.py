@@ -68,7 +68,7 @@ def test_metadata_holds_what_a_deployment_needs(shipped_onnx):
 def test_the_graph_takes_pixels_in_0_1_with_the_normalisation_inside(shipped_onnx):
     ckpt, result = shipped_onnx
     model, _ = load_onnx(result.path)
-    torch_model = Predictor.load().model
+    torch_model = Predictor.load(runtime="torch").model
     x = torch.rand(5, 1, 28, 28)
     with torch.no_grad():
         ref = torch_model((x - ckpt["mean"][0]) / ckpt["std"][0])
@@ -77,7 +77,7 @@ def test_the_graph_takes_pixels_in_0_1_with_the_normalisation_inside(shipped_onn
 
 def test_predictor_on_onnx_reads_as_the_checkpoint_does(shipped_onnx):
     _, result = shipped_onnx
-    on_onnx, on_torch = Predictor.load(result.path), Predictor.load()
+    on_onnx, on_torch = Predictor.load(result.path), Predictor.load(runtime="torch")
     assert isinstance(on_onnx.model, OnnxModel) and on_onnx.temperature == on_torch.temperature
     for a, b in zip(on_onnx.predict_many(drawn_digits()), on_torch.predict_many(drawn_digits()), strict=True):
         assert a.text == b.text and a.status == b.status
@@ -256,3 +256,27 @@ def test_an_onnx_deployment_needs_no_torch(shipped_onnx, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_the_shipped_model_runs_as_its_onnx_twin():
+    """predict and serve run assets/default.onnx: exported from assets/default.pt (its digest in the
+    metadata), the same logits within 1e-4, and the PyTorch checkpoint still there for --explain."""
+    from digitlab.inference.predictor import default_onnx_path
+
+    twin = default_onnx_path()
+    assert twin is not None and twin.name == "default.onnx"
+    ckpt = load_checkpoint(default_model_path())
+    model, fields = load_onnx(twin)
+    assert fields["checkpoint_digest"] == ckpt["digest"]  # re-export when default.pt changes: --as-default
+    assert fields["temperature"] == pytest.approx(ckpt["temperature"]) and fields["classes"] == ckpt["classes"]
+    auto, torch_one = Predictor.load(), Predictor.load(runtime="torch")
+    assert isinstance(auto.model, OnnxModel) and isinstance(torch_one.model, torch.nn.Module)
+    x = np.random.default_rng(1).random((32, 1, 28, 28), dtype=np.float32)
+    ref = torch_one._logits(((x - ckpt["mean"][0]) / ckpt["std"][0]).astype(np.float32))
+    assert np.abs(auto._logits(x) - ref).max() < 1e-4
+    for img in drawn_digits():
+        a, b = auto.predict(img), torch_one.predict(img)
+        assert a.text == b.text and a.items[0].probability == pytest.approx(b.items[0].probability, abs=1e-5)
+    assert auto.info == torch_one.info  # /api/model and the predict table say the same either way
+    with pytest.raises(DigitlabError, match="unknown runtime"):
+        Predictor.load(runtime="tensorflow")

@@ -140,3 +140,7 @@ def export_cmd(
     acc = (ckpt.get("metrics") or {}).get("test_acc")
     shown = f", test accuracy {acc:.2%}" if isinstance(acc, float) else ""
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB; {ckpt['model_name']}{shown})")
+    if as_default:  # its ONNX twin, which predict and serve run: exported from the file just written
+        from digitlab.inference.predictor import DEFAULT_ONNX
+
+        write_onnx(load_checkpoint(path), path.with_name(DEFAULT_ONNX), data)

@@ -176,7 +176,8 @@ def predict(
     """
     from digitlab.inference.predictor import Predictor
 
-    predictor = Predictor.load(model, device=device)
+    # --explain's saliency needs gradients: the PyTorch checkpoint, not the shipped model's ONNX twin
+    predictor = Predictor.load(model, device=device, runtime="torch" if explain is not None else "auto")
     sources = expand_inputs(images)
     console, err = Console(), Console(stderr=True, soft_wrap=True)  # one line per error, greppable
     if not sources:

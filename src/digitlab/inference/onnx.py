@@ -148,6 +148,7 @@ def load_onnx(path: str | Path) -> tuple[OnnxModel, dict]:
             "std": [1.0] * channels,
             "metrics": dict(meta.get("metrics") or {}),
             "format": "onnx",
+            "checkpoint_digest": meta.get("checkpoint_digest"),
         }
         if meta.get("temperature") is not None:
             fields["temperature"] = float(meta["temperature"])

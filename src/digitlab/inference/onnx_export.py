@@ -54,6 +54,7 @@ def onnx_metadata(ckpt: dict) -> dict[str, str]:
         "std": [float(s) for s in ckpt["std"]],
         "temperature": float(ckpt["temperature"]) if "temperature" in ckpt else None,
         "metrics": {k: v for k, v in (ckpt.get("metrics") or {}).items() if isinstance(v, (int, float, str))},
+        "checkpoint_digest": ckpt.get("digest"),  # of the checkpoint exported: ties a twin to its .pt
         "input": f"{INPUT_NAME}: float32 (N, C, H, W) pixels in [0, 1] (uint8 / 255); normalisation is in the graph",
     }
     return {

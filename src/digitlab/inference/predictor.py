@@ -38,7 +38,8 @@ UNCERTAIN_BELOW = 0.6  # a top probability under this is flagged as uncertain ..
 CALIBRATED_UNCERTAIN_BELOW = 0.95  # ... or under this, for a calibrated checkpoint (`digitlab export`):
 # label smoothing caps an uncalibrated model near 0.91, so 0.6 there and 0.95 calibrated flag about
 # the same handwriting misreads (BENCHMARKS.md)
-DEFAULT_MODEL = "default.pt"  # the shipped model, in digitlab/assets/
+DEFAULT_MODEL = "default.pt"  # the shipped model, in digitlab/assets/ ...
+DEFAULT_ONNX = "default.onnx"  # ... and the same weights as an ONNX graph (`digitlab export --as-default` writes both)
 DIGIT_CLASSES = [str(i) for i in range(10)]
 
 
@@ -111,6 +112,23 @@ def default_model_path(must_exist: bool = True) -> Path:
     return Path(str(ref))  # the package is installed as files (setuptools, editable or not)
 
 
+def default_onnx_path() -> Path | None:
+    """The shipped model's ONNX twin when it is installed and onnxruntime can be imported; else None.
+
+    Why: ``predict`` and ``serve`` run the shipped model in onnxruntime, which starts in a tenth of
+    torch's import time and holds a fifth of its memory per prediction process; the answers are the
+    PyTorch model's (logits within 1e-5, tests/test_onnx.py).
+    """
+    ref = resources.files("digitlab") / "assets" / DEFAULT_ONNX
+    if not ref.is_file():
+        return None
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:  # a platform without onnxruntime wheels: the PyTorch checkpoint serves
+        return None
+    return Path(str(ref))
+
+
 def _dataset_label(ckpt: dict) -> str | None:
     """The dataset a model was trained on, with its note: ``cifar10 (JPEG q75 copy)`` for a copy."""
     name, note = ckpt.get("dataset"), ckpt.get("dataset_note")
@@ -169,14 +187,22 @@ class Predictor:
         }
 
     @classmethod
-    def load(cls, checkpoint: str | Path | None = None, device: str = "cpu") -> Predictor:
+    def load(cls, checkpoint: str | Path | None = None, device: str = "cpu", *, runtime: str = "auto") -> Predictor:
         """Load a checkpoint (a file or a run folder), or a ``.onnx`` file of `digitlab export --format onnx`
         (run by onnxruntime); None loads the shipped default model.
+
+        Args:
+            runtime: for the shipped model only: ``auto`` runs its ONNX twin in onnxruntime on the CPU
+                where it can (``default_onnx_path``), ``torch`` the PyTorch checkpoint (gradients, for
+                ``--explain``; a GPU).
 
         Raises:
             DigitlabError: missing or invalid checkpoint.
         """
-        path = default_model_path() if checkpoint is None else checkpoint
+        if runtime not in ("auto", "torch"):
+            raise DigitlabError(f"unknown runtime {runtime!r}; choose auto or torch")
+        twin = default_onnx_path() if checkpoint is None and runtime == "auto" and str(device) == "cpu" else None
+        path = twin or (default_model_path() if checkpoint is None else checkpoint)
         if is_onnx_path(path):
             onnx_model, fields = load_onnx(path)
             return cls(onnx_model, fields, "cpu")  # onnxruntime's CPU provider
@@ -345,6 +371,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 __all__ = [  # with the names that moved to engine.slim and inference.numbers, importable here as before
     "CALIBRATED_UNCERTAIN_BELOW",
     "DEFAULT_MODEL",
+    "DEFAULT_ONNX",
     "INFERENCE_KEYS",
     "JOIN_COST",
     "SPLIT_COST",
@@ -353,6 +380,7 @@ __all__ = [  # with the names that moved to engine.slim and inference.numbers, i
     "Prediction",
     "Predictor",
     "default_model_path",
+    "default_onnx_path",
     "png_data_url",
     "slim_checkpoint",
 ]
