@@ -5,13 +5,14 @@
     python benchmarks/startup.py --digitlab "/path/to/other/python -m digitlab"   # another install
 
 Commands: ``--version``, ``--help``, ``train --help``, a usage error (``train --no-such-flag``),
-``predict one.png`` (a drawn 7, the shipped model) and the same with the shipped model exported to
-ONNX (``--model model.onnx``: onnxruntime, no torch; needs the ``onnx`` extra). Each is run ``--runs`` times, interleaved
+``predict one.png`` (a drawn 7, the shipped model: its ONNX twin), the same with the PyTorch checkpoint
+(``--model default.pt``) and with a fresh export to ONNX (``--model model.onnx``; needs the ``onnx`` extra). Each is run ``--runs`` times, interleaved
 so a busy neighbour slows all alike; the median and the min-max spread are printed, with
 ``python -c pass`` (the interpreter alone) as the reference measured in the same run. Each
 command is also run once under ``-X importtime`` to say whether it imported torch, and
-``predict``'s cold path is split into its parts (torch import, model load, first call) in a
-fresh process.
+``predict``'s cold path is split into its parts in a fresh process: the inference modules, the
+shipped model's load (its ONNX twin) and first calls, then torch's import and the PyTorch checkpoint's
+load and first call (what ``--explain`` or a machine without onnxruntime pays).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ COMMANDS = {
     "train --help": ["train", "--help"],
     "usage error": ["train", "--no-such-flag"],
     "predict one.png": ["predict", "{image}"],
+    "predict --model default.pt one.png": ["predict", "--model", "{pt}", "{image}"],
     "predict --model model.onnx one.png": ["predict", "--model", "{onnx}", "{image}"],
 }
 
@@ -44,18 +46,24 @@ import sys, time, json
 t0 = time.perf_counter()
 import digitlab.cli
 t1 = time.perf_counter()
-import torch
-t2 = time.perf_counter()
 from digitlab.inference.predictor import Predictor
-t3 = time.perf_counter()
+t2 = time.perf_counter()
 p = Predictor.load(None, device="cpu")
+t3 = time.perf_counter()
+p.predict_many([sys.argv[1]], top_k=3, multi=True, batch_size=256)
 t4 = time.perf_counter()
 p.predict_many([sys.argv[1]], top_k=3, multi=True, batch_size=256)
 t5 = time.perf_counter()
-p.predict_many([sys.argv[1]], top_k=3, multi=True, batch_size=256)
+import torch
 t6 = time.perf_counter()
-print(json.dumps({"cli import": t1 - t0, "torch import": t2 - t1, "inference modules import": t3 - t2,
-                  "model load": t4 - t3, "first call": t5 - t4, "second call": t6 - t5}))
+q = Predictor.load(None, device="cpu", runtime="torch")
+t7 = time.perf_counter()
+q.predict_many([sys.argv[1]], top_k=3, multi=True, batch_size=256)
+t8 = time.perf_counter()
+print(json.dumps({"cli import": t1 - t0, "inference modules import": t2 - t1,
+                  "model load (" + type(p.model).__name__ + ")": t3 - t2, "first call": t4 - t3,
+                  "second call": t5 - t4, "torch import": t6 - t5, "model load (torch checkpoint)": t7 - t6,
+                  "first call (torch)": t8 - t7}))
 """
 
 
@@ -124,7 +132,7 @@ def main() -> None:
         commands = dict(COMMANDS)
         if subprocess.run(export, capture_output=True, env=env, check=False).returncode != 0:
             del commands["predict --model model.onnx one.png"]  # no onnx extra here
-        cmds = {k: [*launcher, *(a.format(image=image, onnx=onnx) for a in v)] for k, v in commands.items()}
+        cmds = {k: [*launcher, *(a.format(image=image, onnx=onnx, pt=default) for a in v)] for k, v in commands.items()}
         cmds = {"python -c pass (reference)": [sys.executable, "-c", "pass"], **cmds}
         for cmd in cmds.values():  # warm the file cache once, untimed
             wall(cmd, env)
@@ -136,7 +144,8 @@ def main() -> None:
                 times[k].append(w)
                 cpu[k].append(c)
         torch_loaded = {
-            k: imports_torch(launcher, [a.format(image=image, onnx=onnx) for a in v], env) for k, v in commands.items()
+            k: imports_torch(launcher, [a.format(image=image, onnx=onnx, pt=default) for a in v], env)
+            for k, v in commands.items()
         }
         python = launcher[0] if "python" in Path(launcher[0]).name else str(Path(launcher[0]).with_name("python"))
         proc = subprocess.run([python, "-c", PHASES, image], capture_output=True, text=True, env=env, check=False)
