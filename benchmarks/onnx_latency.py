@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
@@ -77,18 +78,13 @@ def main() -> None:
         image = drawn_seven()
         inputs = {}
         for name, p in paths.items():  # normalised for PyTorch, pixels / 255 for ONNX (its mean 0, std 1)
-            x = preprocess_digits(image, mean=p.mean, std=p.std, multi=False, image_size=p.image_size).tensor
-            inputs[name] = x.contiguous(memory_format=torch.channels_last) if name == "pytorch" else x  # as predict
-        batch = {k: v.repeat(args.batch, 1, 1, 1) for k, v in inputs.items()}
+            inputs[name] = preprocess_digits(image, mean=p.mean, std=p.std, multi=False, image_size=p.image_size).array
+        batch = {k: np.repeat(v, args.batch, axis=0) for k, v in inputs.items()}
 
-        def model_call(name: str, x: torch.Tensor):
-            model = paths[name].model
-
-            def call():
-                with torch.inference_mode():
-                    return torch.softmax(model(x).float(), dim=1)
-
-            return call
+        def model_call(name: str, x: np.ndarray):
+            """The model call as predict makes it (numpy in, softmax probabilities out)."""
+            predictor = paths[name]
+            return lambda: predictor._probabilities(x)
 
         cases = {
             "model 1": (lambda n: model_call(n, inputs[n]), args.calls),
