@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -33,22 +32,13 @@ from digitlab.engine.checkpoint import load_checkpoint
 from digitlab.inference.onnx_export import export_onnx
 from digitlab.inference.predictor import Predictor, default_model_path
 from digitlab.inference.preprocess import preprocess_digits
+from digitlab.provenance import cpu_model
 
 
 def drawn_seven() -> Image.Image:
     img = Image.new("L", (280, 280), 255)
     ImageDraw.Draw(img).line([(80, 60), (200, 60), (120, 240)], fill=0, width=20)
     return img
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def per_call_ms(fn, calls: int) -> float:
@@ -124,7 +114,7 @@ def main() -> None:
             "model": ckpt["model_name"],
             "threads": args.threads,
             "blocks": args.blocks,
-            "machine": cpu_name(),
+            "machine": cpu_model(),
             "cores": os.cpu_count(),
             "torch": torch.__version__,
             "onnxruntime": __import__("onnxruntime").__version__,

@@ -263,29 +263,16 @@ def test_train_dry_run_mnist_preset(preset, mnist_dir, isolated_data_env, tmp_pa
     assert saved["preset"] == preset and "provenance" in saved
 
 
+def dry_run(preset: str, mnist_dir, runs) -> int:
+    """`train --preset PRESET --dry-run` on a little MNIST, into ``runs/r``."""
+    args = ["--data-dir", str(mnist_dir), "--no-download", "--runs-dir", str(runs), "--name", "r", "-q"]
+    return main(["train", "--preset", preset, "--dry-run", *LIMITS, *args])
+
+
 def test_eval_mnist_run(mnist_dir, isolated_data_env, tmp_path, capsys):
     """`eval RUN_DIR` reads best.pt and the run's data location; evaluates the full test set."""
     run = tmp_path / "r"
-    assert (
-        main(
-            [
-                "train",
-                "--preset",
-                "seed002-mlp",
-                "--dry-run",
-                *LIMITS,
-                "--data-dir",
-                str(mnist_dir),
-                "--no-download",
-                "--runs-dir",
-                str(tmp_path),
-                "--name",
-                "r",
-                "-q",
-            ]
-        )
-        == 0
-    )
+    assert dry_run("seed002-mlp", mnist_dir, tmp_path) == 0
     for f in EVAL_FILES:
         (run / f).unlink()
     capsys.readouterr()
@@ -314,26 +301,7 @@ def test_export_slims_a_checkpoint_that_still_predicts(mnist_dir, isolated_data_
     from digitlab.inference import predictor as predictor_mod
     from digitlab.inference.predictor import Predictor
 
-    assert (
-        main(
-            [
-                "train",
-                "--preset",
-                "seed002-cnn",
-                "--dry-run",
-                *LIMITS,
-                "--data-dir",
-                str(mnist_dir),
-                "--no-download",
-                "--runs-dir",
-                str(tmp_path),
-                "--name",
-                "r",
-                "-q",
-            ]
-        )
-        == 0
-    )
+    assert dry_run("seed002-cnn", mnist_dir, tmp_path) == 0
     out = tmp_path / "slim.pt"
     assert (
         main(["export", str(tmp_path / "r"), str(out), "--no-calibrate"]) == 0

@@ -39,7 +39,7 @@ _predictor = None  # in a worker process: the predictor it was started with (see
 _PING = "ping"  # asks a worker to warm up and answer once it is ready
 _STOP = None  # asks a worker to end
 
-MAX_DEFAULT_PROCESSES = 8  # each holds a model and a torch runtime (~240 MB resident)
+MAX_DEFAULT_PROCESSES = 8  # each holds a model and its runtime (~100 MB resident for the ONNX twin, ~260 MB for torch)
 # A request's whole time in the pool: waiting for a process, sending the image, predicting.
 # Several hundred times the shipped model's median answer (BENCHMARKS.md, web), and room for the
 # largest allowed photo (40 megapixels) on a busy core: only a stuck process reaches it.
