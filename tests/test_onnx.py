@@ -215,8 +215,8 @@ def _without_torch(tmp_path) -> dict[str, str]:
 
 @pytest.mark.slow  # three interpreter start-ups, one of them a server with a prediction process
 def test_an_onnx_deployment_needs_no_torch(shipped_onnx, tmp_path):
-    """`predict --model m.onnx` and `serve --model m.onnx` answer where torch (and the other packages only
-    training and export need) cannot be imported."""
+    """`predict --model m.onnx`, `predict` and `serve` with the shipped model (its ONNX twin) answer where
+    torch (and the other packages only training and export need) cannot be imported."""
     import socket
     import subprocess
     import sys
@@ -234,11 +234,14 @@ def test_an_onnx_deployment_needs_no_torch(shipped_onnx, tmp_path):
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout)[0]["text"] == "7"
+    shipped = subprocess.run(cmd[:4] + cmd[6:], env=env, capture_output=True, text=True, timeout=120)
+    assert shipped.returncode == 0, shipped.stderr[-2000:]  # no --model: the shipped model's ONNX twin
+    assert json.loads(shipped.stdout)[0]["text"] == "7"
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    serve = [sys.executable, "-m", "digitlab", "serve", "--model", str(result.path), "--port", str(port)]
+    serve = [sys.executable, "-m", "digitlab", "serve", "--port", str(port)]  # the shipped model, as ONNX
     server = subprocess.Popen([*serve, "--processes", "1"], env=env, stderr=subprocess.PIPE, text=True)
     try:
         url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
