@@ -101,15 +101,26 @@ class _CtrlC:
         return (int, (7,))
 
 
-def test_ctrl_c_during_a_save_waits_for_the_whole_file(tmp_path):
+@pytest.fixture
+def usual_ctrl_c():
+    """Python's usual Ctrl-C for the test, as a terminal gives it: a process started in the background of
+    a non-interactive shell (as some CI runners start the tests) ignores SIGINT."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_ctrl_c_during_a_save_waits_for_the_whole_file(tmp_path, usual_ctrl_c):
+    import signal
+
     path = tmp_path / "last.pt"
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, {"epoch": 3, "marker": _CtrlC(), "weights": torch.ones(1000)})
     saved = torch.load(path, weights_only=False)  # whole: the interrupt came after the rename (our own file)
     assert saved["epoch"] == 3 and saved["marker"] == 7 and saved["weights"].sum() == 1000
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left
-    import signal
-
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the usual Ctrl-C is back
 
 
