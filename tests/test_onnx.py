@@ -234,6 +234,9 @@ def test_an_onnx_deployment_needs_no_torch(shipped_onnx, tmp_path):
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout)[0]["text"] == "7"
+    train = subprocess.run(cmd[:3] + ["train", "--epochs", "1"], env=env, capture_output=True, text=True, timeout=120)
+    assert train.returncode == 2 and "needs torch, which is not installed" in train.stderr  # one line, no traceback
+    assert "Traceback" not in train.stderr
     shipped = subprocess.run(cmd[:4] + cmd[6:], env=env, capture_output=True, text=True, timeout=120)
     assert shipped.returncode == 0, shipped.stderr[-2000:]  # no --model: the shipped model's ONNX twin
     assert json.loads(shipped.stdout)[0]["text"] == "7"

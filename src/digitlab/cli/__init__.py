@@ -34,6 +34,17 @@ def _show_warning(message: Warning | str, category: type, filename: str, lineno:
     click.echo(f"warning: {message}", err=True)
 
 
+# Requirements a deployment may leave out (an ONNX deployment runs predict and serve without them):
+# a command that needs one says so in one line. Import name -> the package to install.
+OPTIONAL_AT_RUN_TIME = {
+    "torch": "torch",
+    "torchinfo": "torchinfo",
+    "sklearn": "scikit-learn",
+    "matplotlib": "matplotlib",
+    "onnx": "onnx",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning DigitlabError into a one-line message and exit code 2."""
     with warnings.catch_warnings():
@@ -54,6 +65,15 @@ def _run(argv: list[str] | None) -> int:
         return exc.exit_code
     except SystemExit as exc:  # a command's own exit status (predict: 1 when a file failed)
         return int(exc.code or 0)
+    except ModuleNotFoundError as exc:
+        package = OPTIONAL_AT_RUN_TIME.get((exc.name or "").partition(".")[0])
+        if package is None:
+            raise
+        hint = " (the README's Install gives the CPU-only line)" if package == "torch" else ""
+        click.echo(
+            f"error: this command needs {package}, which is not installed: pip install {package}{hint}", err=True
+        )
+        return 2
     except (KeyboardInterrupt, click.Abort):
         click.echo("interrupted", err=True)
         return 130
