@@ -17,9 +17,9 @@ import os
 import numpy as np
 import torch
 
-from digitlab.data.base import ImageData, channel_stats
+from digitlab.data.base import ImageData
 from digitlab.data.locate import find_or_download_text_files
-from digitlab.data.textfile import read_text
+from digitlab.data.textfile import digit_set, read_text
 from digitlab.errors import DigitlabError
 
 SIDE = 32
@@ -70,17 +70,6 @@ def load_optdigits(
     files = find_or_download_text_files(
         "optdigits", [TRAIN_FILE, TEST_FILE], [], data_dir, download=download, progress=progress, mirrors=mirrors
     )
-    train_x, train_y = parse_optdigits(read_text(files[TRAIN_FILE]), str(files[TRAIN_FILE]))
-    test_x, test_y = parse_optdigits(read_text(files[TEST_FILE]), str(files[TEST_FILE]))
-    mean, std = channel_stats(train_x)
-    return ImageData(
-        name="optdigits",
-        train_x=train_x,
-        train_y=train_y,
-        test_x=test_x,
-        test_y=test_y,
-        classes=list(CLASSES),
-        mean=mean,
-        std=std,
-        source=str(files[TRAIN_FILE].parent),
-    )
+    train = parse_optdigits(read_text(files[TRAIN_FILE]), str(files[TRAIN_FILE]))
+    test = parse_optdigits(read_text(files[TEST_FILE]), str(files[TEST_FILE]))
+    return digit_set("optdigits", train, test, files[TRAIN_FILE].parent)

@@ -10,8 +10,13 @@ import gzip
 import io
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from digitlab.errors import DigitlabError
+
+if TYPE_CHECKING:
+    import torch
+
 
 GZIP_MAGIC = b"\x1f\x8b"
 LZW_MAGIC = b"\x1f\x9d"
@@ -95,3 +100,23 @@ def unlzw(data: bytes, source: str = "data") -> bytes:
             raise DigitlabError(f"{source}: decompresses to over {MAX_TEXT_BYTES // 2**20} MB, not a digit set")
         prev = entry
     return b"".join(out)
+
+
+def digit_set(
+    name: str, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], source: Path
+):
+    """A text set of the ten digits as ``ImageData``, normalised with its own training images' statistics."""
+    from digitlab.data.base import ImageData, channel_stats
+
+    mean, std = channel_stats(train[0])
+    return ImageData(
+        name=name,
+        train_x=train[0],
+        train_y=train[1],
+        test_x=test[0],
+        test_y=test[1],
+        classes=[str(i) for i in range(10)],
+        mean=mean,
+        std=std,
+        source=str(source),
+    )

@@ -15,9 +15,9 @@ import os
 import numpy as np
 import torch
 
-from digitlab.data.base import ImageData, channel_stats
+from digitlab.data.base import ImageData
 from digitlab.data.locate import TEXT_FILES, find_or_download_text_files
-from digitlab.data.textfile import read_text
+from digitlab.data.textfile import digit_set, read_text
 from digitlab.errors import DigitlabError
 
 SIDE = 16
@@ -63,20 +63,6 @@ def load_usps(
     files = find_or_download_text_files(
         "usps", [TRAIN_FILE], [TEST_FILE], data_dir, download=download, progress=progress, mirrors=mirrors
     )
-    train_x, train_y = parse_usps(read_text(files[TRAIN_FILE]), str(files[TRAIN_FILE]))
-    if TEST_FILE in files:
-        test_x, test_y = parse_usps(read_text(files[TEST_FILE]), str(files[TEST_FILE]))
-    else:
-        test_x, test_y = train_x[:0], train_y[:0]
-    mean, std = channel_stats(train_x)
-    return ImageData(
-        name="usps",
-        train_x=train_x,
-        train_y=train_y,
-        test_x=test_x,
-        test_y=test_y,
-        classes=list(CLASSES),
-        mean=mean,
-        std=std,
-        source=str(files[TRAIN_FILE].parent),
-    )
+    train = parse_usps(read_text(files[TRAIN_FILE]), str(files[TRAIN_FILE]))
+    test = parse_usps(read_text(files[TEST_FILE]), str(files[TEST_FILE])) if TEST_FILE in files else None
+    return digit_set("usps", train, test or (train[0][:0], train[1][:0]), files[TRAIN_FILE].parent)
