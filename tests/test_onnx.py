@@ -286,3 +286,17 @@ def test_the_shipped_model_runs_as_its_onnx_twin():
     assert auto.info == torch_one.info  # /api/model and the predict table say the same either way
     with pytest.raises(DigitlabError, match="unknown runtime"):
         Predictor.load(runtime="tensorflow")
+
+
+def test_a_thread_setting_made_before_torch_loads_reaches_a_pytorch_model(monkeypatch):
+    """serve calls set_threads(1) before anything imports torch; the PyTorch model loaded after it runs on 1."""
+    from digitlab.inference import onnx as onnx_mod
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(onnx_mod, "_threads", 1)  # as set_threads leaves it where torch was not loaded yet
+    try:
+        torch.set_num_threads(2)
+        Predictor.load(runtime="torch")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -91,17 +91,14 @@ def serve(
     check_port(host, port)
     import uvicorn
 
-    from digitlab.inference.onnx import is_onnx_path, set_threads
-    from digitlab.inference.predictor import default_onnx_path
+    from digitlab.inference.onnx import set_threads
     from digitlab.web.app import DEFAULT_WORKERS, create_app
     from digitlab.web.connections import KEEP_ALIVE_S, deadline_protocol
     from digitlab.web.pool import default_processes
 
     # Requests run in parallel on the workers; torch's own threads on top of them only wait
     # for each other (a sub-millisecond forward takes many times longer with 2 intra-op threads on a busy
-    # 2-core box).
-    if (default_onnx_path() is None) if model is None else not is_onnx_path(model):  # a PyTorch model
-        import torch  # noqa: F401  (loaded now so that set_threads reaches it; the model needs it anyway)
+    # 2-core box). A PyTorch model gets the setting when the predictor loads it.
     set_threads(1)
 
     console = Console(stderr=True)

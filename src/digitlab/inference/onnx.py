@@ -8,9 +8,9 @@ Everything else a deployment needs sits in the model's metadata: ``classes`` (JS
 object). ``Predictor.load("model.onnx")`` reads that metadata and runs the graph in onnxruntime
 behind the same preprocessing as a checkpoint.
 
-``onnx`` and ``onnxruntime`` are the optional extra ``digitlab[onnx]``: they are imported only
-when an ONNX file is written or run, so everything else works without them. Running a model needs
-only onnxruntime (and numpy, Pillow, SciPy for the preprocessing): neither torch nor onnx.
+Running a model needs only onnxruntime, a base requirement (and numpy, Pillow, SciPy for the
+preprocessing): neither torch nor ``onnx``. ``onnx``, the optional extra ``digitlab[onnx]``, is
+imported only when an ONNX file is written.
 """
 
 from __future__ import annotations
@@ -35,12 +35,18 @@ _threads: int | None = None  # set by ``set_threads``
 
 def set_threads(n: int) -> None:
     """Threads for the model runtime in this process: onnxruntime sessions created after this call,
-    and torch where it is loaded (``serve`` runs one per prediction process). Imports no torch."""
+    torch now where it is loaded, and a PyTorch model the predictor loads later (``thread_setting``).
+    ``serve`` runs one per prediction process. Imports no torch."""
     global _threads
     _threads = n
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(n)
+
+
+def thread_setting() -> int | None:
+    """What ``set_threads`` set in this process, or None."""
+    return _threads
 
 
 def runtime_threads() -> int:

@@ -104,8 +104,8 @@ def _start_worker(predictor, parent: int) -> None:
     global _predictor
     from digitlab.inference.onnx import set_threads
 
-    set_threads(1)  # the processes are the parallelism; more threads only contend (torch is loaded by now
-    # for a PyTorch model: unpickling the predictor imported it)
+    set_threads(1)  # the processes are the parallelism; more threads only contend (unpickling a PyTorch
+    # predictor imported torch, so this reaches it)
     _predictor = predictor
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
 
