@@ -32,8 +32,6 @@ import torch
 from digitlab.engine.checkpoint import load_checkpoint
 from digitlab.errors import DigitlabError
 
-TIMES = {"first": 0.0, "rest": 0.0}  # the uninterrupted run's seconds to its first last.pt, and after it
-
 
 def train_cmd(runs: Path, epochs: int, resume: bool = False) -> list[str]:
     cmd = [sys.executable, "-m", "digitlab", "train"]
@@ -61,20 +59,22 @@ def wait_for_first_checkpoint(proc: subprocess.Popen, last: Path, timeout: float
     return time.monotonic() - t0
 
 
-def one_try(root: Path, epochs: int, early: bool, fraction: float, reference: dict[str, torch.Tensor]) -> dict:
-    """Kill during start-up (``early``: at ``fraction`` of the time to the first checkpoint) or during
-    training (at ``fraction`` of the time from the first checkpoint to the end, as measured before)."""
+def one_try(
+    root: Path, epochs: int, early: bool, fraction: float, reference: dict[str, torch.Tensor], first: float, rest: float
+) -> dict:
+    """Kill during start-up (``early``: at ``fraction`` of ``first``, the uninterrupted run's seconds to its
+    first checkpoint) or during training (at ``fraction`` of ``rest``, its seconds after that)."""
     runs = root / "runs"
     shutil.rmtree(runs, ignore_errors=True)
     run = runs / "r"
     proc = subprocess.Popen(train_cmd(runs, epochs), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if early:
-        kill_at = fraction * TIMES["first"]
+        kill_at = fraction * first
         time.sleep(kill_at)
     else:
         kill_at = wait_for_first_checkpoint(proc, run / "last.pt")
-        time.sleep(fraction * TIMES["rest"])
-        kill_at += fraction * TIMES["rest"]
+        time.sleep(fraction * rest)
+        kill_at += fraction * rest
     ended_first = proc.poll() is not None
     proc.kill()
     proc.wait()
@@ -114,19 +114,19 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         t0 = time.monotonic()
         ref = subprocess.Popen(train_cmd(root / "ref", args.epochs), stdout=subprocess.DEVNULL)
-        TIMES["first"] = wait_for_first_checkpoint(ref, root / "ref" / "r" / "last.pt")
+        first = wait_for_first_checkpoint(ref, root / "ref" / "r" / "last.pt")
         if ref.wait() != 0:
             raise SystemExit("the uninterrupted run failed")
         whole = time.monotonic() - t0
-        TIMES["rest"] = whole - TIMES["first"]
         reference = weights(root / "ref" / "r")
         tries = [
-            one_try(root, args.epochs, rng.random() < args.early, rng.random(), reference) for _ in range(args.tries)
+            one_try(root, args.epochs, rng.random() < args.early, rng.random(), reference, first, whole - first)
+            for _ in range(args.tries)
         ]
     summary = {
         "tries": len(tries),
         "uninterrupted_run_s": round(whole, 2),
-        "first_checkpoint_s": round(TIMES["first"], 2),
+        "first_checkpoint_s": round(first, 2),
         "killed_before_first_checkpoint": sum(t["before_first_checkpoint"] for t in tries),
         "ended_before_kill": sum(t["ended_before_kill"] for t in tries),
         "corrupt_files": sum(len(t["corrupt"]) for t in tries),

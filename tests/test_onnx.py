@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from digitlab.cli import main
+from digitlab.cli import OPTIONAL_AT_RUN_TIME, main
 from digitlab.engine.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from digitlab.errors import DigitlabError
 from digitlab.inference.onnx import INPUT_NAME, OnnxModel, is_onnx_path, load_onnx
@@ -198,9 +198,9 @@ def test_explain_with_an_onnx_model_leaves_out_the_saliency_row(shipped_onnx, tm
     assert Image.open(out).size[1] == 520  # inputs and probabilities; no gradients in onnxruntime
 
 
-# What a deployment without torch leaves out (README, ONNX): importing any of them raises ImportError.
-NOT_DEPLOYED = ("torch", "torchinfo", "sklearn", "matplotlib", "onnx")
-NO_TORCH = "import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in NOT_DEPLOYED)
+# What a deployment without torch leaves out (README, ONNX; the CLI names each when a command needs it):
+# importing any of them raises ImportError.
+NO_TORCH = "import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in OPTIONAL_AT_RUN_TIME)
 
 
 def _without_torch(tmp_path) -> dict[str, str]:

@@ -68,6 +68,7 @@ def train(
     from digitlab.engine.dist import detect
 
     main_rank = detect().is_main  # under torchrun only rank 0 speaks
+    say = console.print if main_rank else lambda *args, **kwargs: None
     if resume:  # the engine decides what a resume may change (engine/resume.py)
         from digitlab.engine.resume import load_resume_state, resume_config, run_dir_of_resume
         from digitlab.engine.rundir import is_finished
@@ -76,15 +77,11 @@ def train(
         cfg = resume_config(state, resume, overrides | {"run": {**overrides.get("run", {}), "preset": preset}})
         if state["epoch"] >= cfg.train.epochs:
             if is_finished(run_dir_of_resume(resume), state):
-                if main_rank:
-                    console.print(
-                        f"run already finished its {cfg.train.epochs} epochs; pass --epochs N to train longer"
-                    )
+                say(f"run already finished its {cfg.train.epochs} epochs; pass --epochs N to train longer")
                 return
-            if main_rank:
-                console.print(f"finishing {cfg.name}: its {state['epoch']} epochs are trained", highlight=False)
-        elif main_rank:
-            console.print(f"resuming {cfg.name} after epoch {state['epoch']} of {cfg.train.epochs}", highlight=False)
+            say(f"finishing {cfg.name}: its {state['epoch']} epochs are trained", highlight=False)
+        else:
+            say(f"resuming {cfg.name} after epoch {state['epoch']} of {cfg.train.epochs}", highlight=False)
     else:
         cfg = build_config(preset, overrides)
     try:

@@ -17,6 +17,8 @@ from digitlab.errors import DigitlabError
 if TYPE_CHECKING:
     import torch
 
+    from digitlab.data.base import ImageData
+
 
 GZIP_MAGIC = b"\x1f\x8b"
 LZW_MAGIC = b"\x1f\x9d"
@@ -104,7 +106,7 @@ def unlzw(data: bytes, source: str = "data") -> bytes:
 
 def digit_set(
     name: str, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], source: Path
-):
+) -> ImageData:
     """A text set of the ten digits as ``ImageData``, normalised with its own training images' statistics."""
     from digitlab.data.base import ImageData, channel_stats
 
