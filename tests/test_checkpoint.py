@@ -40,7 +40,7 @@ def test_roundtrip_rebuilds_identical_model(tmp_path):
     ck = make_ckpt()
     p = save_checkpoint(tmp_path / "m.pt", ck)
     loaded = load_checkpoint(p)
-    assert loaded["digitlab"] == FORMAT_VERSION == 2
+    assert loaded["digitlab"] == FORMAT_VERSION == 3
     m = model_from_checkpoint(loaded)
     assert not m.training
     x = torch.randn(3, 1, 28, 28)

@@ -98,6 +98,26 @@ def test_crop_flip():
     assert len(cols) <= 256  # pushed off the frame at most, never duplicated
 
 
+def test_flip_translate_moves_by_two_with_mirrored_borders():
+    single = torch.zeros(512, 3, 32, 32, dtype=torch.uint8)
+    single[:, :, 16, 3] = 77
+    out = augment(single, "flip-translate", gen())
+    assert out.shape == single.shape and out.dtype == torch.uint8
+    hits = (out[:, 0] == 77).nonzero()  # (k, 3): image, row, column
+    rows, cols = hits[:, 1], hits[:, 2]
+    assert rows.min() >= 14 and rows.max() <= 18
+    assert set(cols.tolist()) <= {1, 2, 3, 4, 5, 26, 27, 28, 29, 30}  # +-2 px, or mirrored: 31 - 3 +-2
+    assert (cols <= 5).any() and (cols >= 26).any()
+    flat = torch.full((8, 3, 32, 32), 9, dtype=torch.uint8)  # mirrored borders: no zeros come in
+    assert torch.equal(augment(flat, "flip-translate", gen()), flat)
+    x = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    moved = translate(x, torch.tensor([1, -2]), torch.tensor([2, 0]), 2, mode="reflect")
+    assert torch.equal(moved[0, :, 1:, 2:], x[0, :, :-1, :-2])  # down 1, right 2
+    assert torch.equal(moved[0, :, 0, 2:], x[0, :, 1, :-2])  # the new top row mirrors the second row
+    assert torch.equal(moved[0, :, 1:, :2], x[0, :, :-1, 1:3].flip(-1))  # the new left columns mirror 2, 1
+    assert torch.equal(moved[1, :, :-2], x[1, :, 2:]) and torch.equal(moved[1, :, -2:], x[1, :, -3:-1].flip(-2))
+
+
 def test_robust_keeps_ink_roughly():
     x = torch.zeros(256, 1, 28, 28, dtype=torch.uint8)
     x[:, :, 6:22, 12:15] = 255  # a thick vertical stroke

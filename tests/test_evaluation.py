@@ -67,3 +67,20 @@ def test_a_checkpoint_outside_a_run_is_evaluated_into_the_current_folder(run, tm
     monkeypatch.chdir(tmp_path)
     assert main(["eval", str(loose)]) == 0
     assert (tmp_path / "eval-m" / "eval.json").exists() and not (loose.parent / "eval.json").exists()
+
+
+def test_tta_views_are_weighted_to_one_airbench_six_for_colour_five_shifts_for_digits():
+    import torch
+
+    from digitlab.engine.evaluation import tta_views
+
+    rgb = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).view(2, 3, 6, 6)
+    views = tta_views(rgb)
+    assert len(views) == 6 and sum(w for _, w in views) == pytest.approx(1.0)
+    assert torch.equal(views[1][0], rgb.flip(-1)) and views[0][1] == 2 * views[2][1]
+    up_left = views[2][0]  # moved by one pixel: row 0 is the mirrored row 1, then rows 0..4
+    assert torch.equal(up_left[..., 1:, 1:], rgb[..., :-1, :-1]) and torch.equal(up_left[..., 0, 1:], rgb[..., 1, :-1])
+    gray = torch.rand(2, 1, 6, 6)
+    digits = tta_views(gray)
+    assert len(digits) == 5 and all(w == pytest.approx(0.2) for _, w in digits)
+    assert not any(torch.equal(v, gray.flip(-1)) for v, _ in digits)  # a mirrored digit is no digit

@@ -90,7 +90,10 @@ def test_existing_run_is_not_overwritten(tmp_path):
         train(cfg_for(tmp_path, epochs=1), data=tiny_data(), quiet=True)
 
 
-@pytest.mark.parametrize("model,kw", [("mlp", {}), ("cnn", {"ema": True})])
+MUON = {"optimizer": "muon", "lr": 0.24, "momentum": 0.6, "weight_decay": 8e-6, "warmup": 0.0}
+
+
+@pytest.mark.parametrize("model,kw", [("mlp", {}), ("cnn", {"ema": True}), ("fast-cifar-cpu", MUON)])
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch, model, kw):
     """Stop after epoch 2 of 4 (Ctrl-C), resume: same weights and metrics as a run never stopped."""
     data = tiny_data(n_train=128, n_test=32)

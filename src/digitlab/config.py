@@ -41,7 +41,7 @@ class DataConfig:
     val_fraction: float = option(0.0, "Hold out this fraction of train for evaluation instead of the test set")
     augment: str = option(
         "auto",
-        "auto, none, shift, crop-flip, robust (handwriting), styles (other writers: digits)",
+        "auto, none, shift, crop-flip, flip-translate (airbench's), robust (handwriting), styles (other writers: digits)",
         default_text="auto: shift for digits, crop-flip for CIFAR-10",
     )
     grayscale: bool | None = option(
@@ -74,7 +74,9 @@ class TrainConfig:
     batch_size: int = option(128, "Training batch size")
     # BatchNorm nets take a high peak with Nesterov SGD
     lr: float = option(0.2, "Learning rate (the peak of the one-cycle schedule)")
-    optimizer: str = option("sgd", "sgd, adam, adamw, adadelta")
+    optimizer: str = option(
+        "sgd", "sgd, adam, adamw, adadelta, muon (conv filters; SGD rates per example, as airbench's)"
+    )
     momentum: float = option(0.9, "SGD momentum")
     nesterov: bool = option(True, "Nesterov momentum for SGD", flag="--nesterov/--no-nesterov")
     weight_decay: float = option(5e-4, "L2 weight decay")

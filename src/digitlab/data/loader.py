@@ -17,12 +17,13 @@ import torch.nn.functional as F
 
 from digitlab.errors import unknown_name
 
-AUGMENTATIONS = ("none", "shift", "crop-flip", "robust", "styles")
+AUGMENTATIONS = ("none", "shift", "crop-flip", "flip-translate", "robust", "styles")
 # Not the 8x8 digits: a 2-px shift moves a quarter of the image, and costs accuracy there (BENCHMARKS.md)
 DEFAULT_AUGMENT = {"mnist": "shift", "cifar10": "crop-flip"}
 
 SHIFT_PX = 2  # MNIST: +-2 px keeps every digit inside the frame
 CROP_PAD = 4  # CIFAR-10: the standard 4-px padded random crop
+TRANSLATE_PAD = 2  # CIFAR-10, airbench's: +-2 px with mirrored borders (a 4-px crop costs the fast nets accuracy)
 # robust (real handwriting): ranges of the random affine transform
 ROTATE_DEG = 12.0
 SCALE = (0.85, 1.15)
@@ -92,13 +93,21 @@ def _uniform(low: float, high: float, n: int, generator: torch.Generator | None,
     return low + (high - low) * u
 
 
-def translate(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, pad: int, flip: torch.Tensor | None = None):
-    """Move image i by (dy[i], dx[i]) pixels (|d| <= pad) with zero fill, optionally mirrored.
+def translate(
+    x: torch.Tensor,
+    dy: torch.Tensor,
+    dx: torch.Tensor,
+    pad: int,
+    flip: torch.Tensor | None = None,
+    mode: str = "constant",
+):
+    """Move image i by (dy[i], dx[i]) pixels (|d| <= pad), optionally mirrored; the border is zeros
+    (``mode="constant"``) or the image mirrored (``"reflect"``).
 
-    Two gathers on a zero-padded copy: rows, then columns; no loop over images.
+    Two gathers on a padded copy: rows, then columns; no loop over images.
     """
     n, c, h, w = x.shape
-    xp = F.pad(x, (pad, pad, pad, pad))  # (N, C, H+2p, W+2p)
+    xp = F.pad(x, (pad, pad, pad, pad), mode=mode)  # (N, C, H+2p, W+2p)
     rows = torch.arange(h, device=x.device).unsqueeze(0) - dy.unsqueeze(1) + pad  # (N, H)
     cols = torch.arange(w, device=x.device).unsqueeze(0)  # (1, W)
     if flip is not None:
@@ -125,6 +134,15 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator | None, pad: in
     dx = _randint(-pad, pad, n, generator, x.device)
     flip = _randint(0, 1, n, generator, x.device).bool()
     return translate(x, dy, dx, pad, flip)
+
+
+def random_flip_translate(x: torch.Tensor, generator: torch.Generator | None, pad: int = TRANSLATE_PAD) -> torch.Tensor:
+    """airbench's augmentation: a random translation up to ``pad`` px with mirrored borders, and a random mirror."""
+    n = x.shape[0]
+    dy = _randint(-pad, pad, n, generator, x.device)
+    dx = _randint(-pad, pad, n, generator, x.device)
+    flip = _randint(0, 1, n, generator, x.device).bool()
+    return translate(x, dy, dx, pad, flip, mode="reflect")
 
 
 def stroke_width(x: torch.Tensor, grow: bool) -> torch.Tensor:
@@ -201,7 +219,8 @@ def augment(
 
     Args:
         x: uint8 images (N, C, H, W).
-        kind: ``none``, ``shift`` (+-2 px), ``crop-flip`` (4-px padded crop + mirror), ``robust``
+        kind: ``none``, ``shift`` (+-2 px), ``crop-flip`` (4-px padded crop + mirror), ``flip-translate``
+            (+-2 px with mirrored borders + mirror, airbench's), ``robust``
             (affine + stroke thickness, for real handwriting), ``styles`` (other people's writing:
             stroke width, aspect ratio, slant, bitmaps, low resolution; see ``digitlab.data.styles``).
         generator: source of randomness (a seeded CPU generator makes it reproducible).
@@ -214,6 +233,8 @@ def augment(
         return random_shift(x, generator)
     if kind == "crop-flip":
         return random_crop_flip(x, generator)
+    if kind == "flip-translate":
+        return random_flip_translate(x, generator)
     if kind == "robust":
         return random_affine_thickness(x, generator)
     if kind == "styles":

@@ -29,7 +29,9 @@ from digitlab.models import create_model
 from digitlab.models.fast import POOL_LATE_BEFORE_FORMAT_2
 
 # 2: `fast` and `fast-wide` pool before their second stage's BatchNorm (models/fast.py).
-FORMAT_VERSION = 2
+# 3: `fast-cifar` and `fast-cifar-cpu` divide their logits by the head's width, not by 9 (models/cifar_fast.py).
+FORMAT_VERSION = 3
+LOGIT_SCALE_BEFORE_FORMAT_3 = {"fast-cifar": 1 / 9, "fast-cifar-cpu": 1 / 9}
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 REQUIRED_KEYS = ("model_name", "model_args", "state_dict", "classes", "channels", "image_size", "mean", "std")
@@ -160,6 +162,8 @@ def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu") -> nn.
     args = dict(ckpt["model_args"])
     if ckpt["digitlab"] < 2 and ckpt["model_name"] in POOL_LATE_BEFORE_FORMAT_2:
         args.setdefault("pool_early", False)  # the layer order these weights were trained in
+    if ckpt["digitlab"] < 3 and ckpt["model_name"] in LOGIT_SCALE_BEFORE_FORMAT_3:
+        args.setdefault("logit_scale", LOGIT_SCALE_BEFORE_FORMAT_3[ckpt["model_name"]])
     check_model_class(ckpt["model_name"], "checkpoint")  # never call a function a checkpoint names
     try:
         model = create_model(ckpt["model_name"], **args)

@@ -31,15 +31,21 @@ class EvalOutput:
     logits: torch.Tensor  # float32 (N, K) on CPU
 
 
-def tta_views(x: torch.Tensor) -> list[torch.Tensor]:
-    """Test-time augmentation: horizontal flip for colour images, one-pixel shifts for digits."""
-    if x.shape[1] == 3:
-        return [x, x.flip(-1)]
-    padded = F.pad(x, (1, 1, 1, 1))
+def tta_views(x: torch.Tensor) -> list[tuple[torch.Tensor, float]]:
+    """Test-time augmentation: (view, weight) pairs whose weights sum to 1.
+
+    Colour images: airbench's six views, the image and its mirror (half the weight) and both moved by
+    one pixel up-left and down-right with mirrored borders (a quarter each way). Digits: the image and
+    its four one-pixel shifts with zero borders (no mirror: a mirrored 2 is no digit), equal weights.
+    """
     h, w = x.shape[-2:]
-    return [x] + [
-        padded[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0))
-    ]
+    if x.shape[1] == 3:
+        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        moved = [padded[..., :h, :w], padded[..., 2 : 2 + h, 2 : 2 + w]]
+        return [(x, 0.25), (x.flip(-1), 0.25)] + [(v, 0.125) for m in moved for v in (m, m.flip(-1))]
+    padded = F.pad(x, (1, 1, 1, 1))
+    shifts = [padded[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0))]
+    return [(v, 0.2) for v in [x, *shifts]]
 
 
 @torch.no_grad()
@@ -64,8 +70,8 @@ def evaluate(
         if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
-            views = tta_views(xb) if tta else [xb]
-            logits = sum(model(v).float() for v in views) / len(views)
+            views = tta_views(xb) if tta else [(xb, 1.0)]
+            logits = sum(model(v).float() * weight for v, weight in views)
         chunks.append(logits.float())
     logits = torch.cat(chunks) if chunks else torch.zeros(0, 1, device=device)
     loss = F.cross_entropy(logits, y).item() if len(y) else float("nan")

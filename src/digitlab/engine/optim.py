@@ -15,16 +15,21 @@ from digitlab.data.base import ImageData
 from digitlab.errors import DigitlabError, unknown_name
 from digitlab.models import model_info
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta")
+OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta", "muon")
 SCHEDULES = ("none", "step", "cosine", "onecycle")
 
 
-def build_optimizer(model: nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer by name. Weight decay skips biases and norm weights (1-D tensors), as is standard."""
+def build_optimizer(model: nn.Module, t: TrainConfig, *, world_size: int = 1) -> torch.optim.Optimizer:
+    """The optimizer by name. Weight decay skips biases and norm weights (1-D tensors), as is standard.
+
+    ``world_size`` ranks of ``t.batch_size`` make the global batch that ``muon``'s SGD rates scale with.
+    """
     if t.optimizer not in OPTIMIZERS:
         raise unknown_name("optimizer", t.optimizer, list(OPTIMIZERS))
     if t.schedule not in SCHEDULES:
         raise unknown_name("schedule", t.schedule, list(SCHEDULES))
+    if t.optimizer == "muon":
+        return _muon(model, t, t.batch_size * world_size)
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -38,13 +43,47 @@ def build_optimizer(model: nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adadelta(groups, lr=t.lr)
 
 
+# airbench94_muon's SGD side, per example (its loss is a sum over the batch, ours a mean) and relative
+# to Muon's learning rate (0.24 there): biases 0.053, the head 0.67, momentum 0.85; its weight decay is
+# 2e-6 per example of the batch, decoupled: every SGD group shrinks by the same fraction per step.
+MUON_SGD_MOMENTUM = 0.85
+MUON_BIAS_LR = 0.053 / 0.24
+MUON_HEAD_LR = 0.67 / 0.24
+
+
+def _muon(model: nn.Module, t: TrainConfig, batch: int) -> torch.optim.Optimizer:
+    """Muon for the conv filters (4-D), Nesterov SGD for biases, norms and linear layers (engine/muon.py).
+
+    The SGD groups' learning rates are ``lr`` times airbench's ratio times the global ``batch``;
+    ``weight_decay`` is per example: each group's L2 coefficient makes its shrink per step
+    ``lr * weight_decay * batch`` at any learning rate of the schedule's peak.
+    """
+    from digitlab.engine.muon import Muon
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    filters = [p for p in trainable if p.ndim == 4]
+    if not filters:
+        raise DigitlabError("--optimizer muon trains convolution filters; this model has none (use sgd or adam)")
+    biases = [p for p in trainable if p.ndim <= 1]
+    dense = [p for p in trainable if p.ndim in (2, 3) or p.ndim > 4]
+    groups: list[dict] = [{"params": filters, "muon": True, "lr_scale": 1.0}]
+    for params, ratio in ((biases, MUON_BIAS_LR), (dense, MUON_HEAD_LR)):
+        if params:
+            scale = ratio * batch
+            decay = t.weight_decay * batch / scale
+            groups.append({"params": params, "lr_scale": scale, "momentum": MUON_SGD_MOMENTUM, "weight_decay": decay})
+    return Muon(groups, lr=t.lr, momentum=t.momentum)
+
+
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Every group's learning rate; in place where it is a tensor (``compiled_step`` made it one)."""
+    """Every group's learning rate: ``lr`` times the group's ``lr_scale`` (Muon's SGD groups have one);
+    in place where it is a tensor (``compiled_step`` made it one)."""
     for group in optimizer.param_groups:
+        value = lr * group.get("lr_scale", 1.0)
         if isinstance(group["lr"], torch.Tensor):
-            group["lr"].fill_(lr)
+            group["lr"].fill_(value)
         else:
-            group["lr"] = lr
+            group["lr"] = value
 
 
 class _NoProfilerNote(logging.Filter):

@@ -3,15 +3,15 @@
 ``fast`` is the default MNIST model. On a 2-core CPU the cost of a small conv net is dominated
 by memory traffic at full resolution, not by multiply-adds, so its stem is a stride-2 4x4 conv
 that goes straight to 14x14 (more images/s than conv + maxpool at 28x28, same one-epoch
-accuracy; BENCHMARKS.md). ``fast-wide`` spends more compute for ``--preset best``;
-``fast-cifar`` is an airbench-style net for CIFAR-10 on a GPU.
+accuracy; BENCHMARKS.md). ``fast-wide`` spends more compute for ``--preset best``.
+The CIFAR-10 nets are in ``cifar_fast.py``.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from digitlab.models.layers import Mul, cifar_block, pool_before_relu, require_min_size
+from digitlab.models.layers import pool_before_relu, require_min_size
 from digitlab.models.registry import register_model
 
 
@@ -86,20 +86,3 @@ def fast_wide(
 
 # Checkpoints of a format below 2 hold these models in the pool-late order (engine/checkpoint.py).
 POOL_LATE_BEFORE_FORMAT_2 = ("fast", "fast-wide")
-
-
-@register_model("fast-cifar", "airbench-style CIFAR-10 net for GPUs (2x2 stem, 3 conv blocks, ~2M params)")
-def fast_cifar(*, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, width: int = 64) -> nn.Module:
-    require_min_size("fast-cifar", image_size, 9)  # 2x2 stem, then three 2x2 pools
-    w1, w2, w3 = width, 4 * width, 4 * width
-    stem = [nn.Conv2d(in_channels, 24, 2, padding=0, bias=True), nn.GELU()]  # (B, 24, H-1, W-1)
-    return nn.Sequential(
-        *stem,
-        *cifar_block(24, w1),
-        *cifar_block(w1, w2),
-        *cifar_block(w2, w3),
-        nn.AdaptiveMaxPool2d(1),
-        nn.Flatten(),
-        nn.Linear(w3, num_classes, bias=False),
-        Mul(1 / 9),
-    )

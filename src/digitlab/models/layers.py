@@ -3,8 +3,8 @@
 The seeds' networks keep their values and gradients but run two of their layers faster:
 ``ByteDropout`` (nn.Dropout's distribution from one random byte per element) and
 ``pool_before_relu`` (max pool before the ReLU it follows). ``as_the_seed_wrote_it`` undoes
-both, for the bench's seed-style reference and for ``digitlab summary --as-written``. ``Mul`` and
-``cifar_block`` are airbench's logit scale and conv block, shared by the CIFAR nets.
+both, for the bench's seed-style reference and for ``digitlab summary --as-written``. ``Mul`` is
+airbench's fixed logit scale.
 """
 
 from __future__ import annotations
@@ -125,16 +125,3 @@ class Mul(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale
-
-
-def cifar_block(c_in: int, c_out: int) -> list[nn.Module]:
-    """airbench's block: conv, max pool, BN, GELU, conv, BN, GELU (``fast-cifar`` and ``fast-cifar-cpu``)."""
-    return [
-        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-        nn.MaxPool2d(2),
-        nn.BatchNorm2d(c_out),
-        nn.GELU(),
-        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.GELU(),
-    ]
