@@ -127,22 +127,16 @@ def random_shift(x: torch.Tensor, generator: torch.Generator | None, max_shift: 
     return translate(x, dy, dx, max_shift)
 
 
-def random_crop_flip(x: torch.Tensor, generator: torch.Generator | None, pad: int = CROP_PAD) -> torch.Tensor:
-    """Random crop of the zero-padded image (a translation up to ``pad`` px) and a random horizontal flip."""
+def random_crop_flip(
+    x: torch.Tensor, generator: torch.Generator | None, pad: int = CROP_PAD, mode: str = "constant"
+) -> torch.Tensor:
+    """Random crop of the padded image (a translation up to ``pad`` px) and a random horizontal flip; the
+    border is zeros, or the image mirrored with ``mode="reflect"`` (airbench's ``flip-translate``)."""
     n = x.shape[0]
     dy = _randint(-pad, pad, n, generator, x.device)
     dx = _randint(-pad, pad, n, generator, x.device)
     flip = _randint(0, 1, n, generator, x.device).bool()
-    return translate(x, dy, dx, pad, flip)
-
-
-def random_flip_translate(x: torch.Tensor, generator: torch.Generator | None, pad: int = TRANSLATE_PAD) -> torch.Tensor:
-    """airbench's augmentation: a random translation up to ``pad`` px with mirrored borders, and a random mirror."""
-    n = x.shape[0]
-    dy = _randint(-pad, pad, n, generator, x.device)
-    dx = _randint(-pad, pad, n, generator, x.device)
-    flip = _randint(0, 1, n, generator, x.device).bool()
-    return translate(x, dy, dx, pad, flip, mode="reflect")
+    return translate(x, dy, dx, pad, flip, mode=mode)
 
 
 def stroke_width(x: torch.Tensor, grow: bool) -> torch.Tensor:
@@ -234,7 +228,7 @@ def augment(
     if kind == "crop-flip":
         return random_crop_flip(x, generator)
     if kind == "flip-translate":
-        return random_flip_translate(x, generator)
+        return random_crop_flip(x, generator, TRANSLATE_PAD, mode="reflect")
     if kind == "robust":
         return random_affine_thickness(x, generator)
     if kind == "styles":

@@ -69,9 +69,11 @@ def _muon(model: nn.Module, t: TrainConfig, batch: int) -> torch.optim.Optimizer
     groups: list[dict] = [{"params": filters, "muon": True, "lr_scale": 1.0}]
     for params, ratio in ((biases, MUON_BIAS_LR), (dense, MUON_HEAD_LR)):
         if params:
-            scale = ratio * batch
-            decay = t.weight_decay * batch / scale
-            groups.append({"params": params, "lr_scale": scale, "momentum": MUON_SGD_MOMENTUM, "weight_decay": decay})
+            # lr * (ratio * batch) * weight_decay / ratio: the shrink per step is lr * weight_decay * batch
+            decay = t.weight_decay / ratio
+            groups.append(
+                {"params": params, "lr_scale": ratio * batch, "momentum": MUON_SGD_MOMENTUM, "weight_decay": decay}
+            )
     return Muon(groups, lr=t.lr, momentum=t.momentum)
 
 
