@@ -63,8 +63,15 @@ def test_forward_backward_natural_input(name):
     # Logits, not log-probabilities: training applies cross_entropy itself.
     assert not torch.allclose(out.logsumexp(1), torch.zeros(3), atol=1e-3)
     F.cross_entropy(out, y).backward()
+    frozen = {pname for pname, p in model.named_parameters() if not p.requires_grad}
+    # airbench's nets freeze their whitening stem's filters and their BatchNorm scales; nothing else is frozen
+    bn_scales = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert frozen == ({"0.weight"} | bn_scales if name in ("fast-cifar", "fast-cifar-cpu") else set())
     for pname, p in model.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+        if pname in frozen:
+            assert p.grad is None, pname
+        else:
+            assert p.grad is not None and torch.isfinite(p.grad).all(), pname
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS))
