@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import platform
+import sys
 
 from digitlab.cli import main
 
@@ -21,6 +23,8 @@ def test_bench_quick_writes_all_sections(mnist_dir, tmp_path, capsys):
     for key in ("git_commit", "torch", "cpu", "torch_threads", "time"):
         assert key in r["provenance"]
     assert r["command"].startswith("digitlab")
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert r["kept_freed_memory"] is glibc  # every measurement under the allocator setting training uses
 
     for preset in ("fast", "fast-99.5"):
         t = r["time_to_accuracy"][preset]

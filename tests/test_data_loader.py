@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from digitlab.data import load_dataset
-from digitlab.data.loader import augment, default_augment, iterate_batches, normalize, translate
+from digitlab.data.loader import (
+    alternating_flip,
+    augment,
+    batch_indices,
+    default_augment,
+    iterate_batches,
+    normalize,
+    translate,
+)
 from digitlab.errors import DigitlabError
 
 
@@ -116,6 +124,36 @@ def test_flip_translate_moves_by_two_with_mirrored_borders():
     assert torch.equal(moved[0, :, 0, 2:], x[0, :, 1, :-2])  # the new top row mirrors the second row
     assert torch.equal(moved[0, :, 1:, :2], x[0, :, :-1, 1:3].flip(-1))  # the new left columns mirror 2, 1
     assert torch.equal(moved[1, :, :-2], x[1, :, 2:]) and torch.equal(moved[1, :, -2:], x[1, :, -3:-1].flip(-2))
+
+
+def test_batch_indices_are_a_permutation_in_batches():
+    batches = list(batch_indices(10, 4, generator=gen(1)))
+    assert [len(b) for b in batches] == [4, 4, 2]
+    flat = torch.cat(batches)
+    assert sorted(flat.tolist()) == list(range(10)) and flat.tolist() != list(range(10))
+    assert [len(b) for b in batch_indices(10, 4, generator=gen(1), drop_last=True)] == [4, 4]
+    with pytest.raises(ValueError, match="positive"):
+        next(batch_indices(10, 0))
+
+
+def test_alternating_flip_mirrors_each_image_both_ways_in_two_epochs():
+    index = torch.arange(20000)
+    even, odd = alternating_flip(index, 0, seed=0), alternating_flip(index, 1, seed=0)
+    assert even.dtype == torch.bool and torch.equal(odd, ~even)  # every image changes side each epoch
+    assert torch.equal(alternating_flip(index, 2, seed=0), even)  # a fixed coin per image
+    assert 0.48 < even.float().mean() < 0.52  # half the images start mirrored
+    assert 0.48 < (even[1:] == even[:-1]).float().mean() < 0.52  # neighbours' coins are unrelated
+    assert 0.45 < (alternating_flip(index, 0, seed=1) == even).float().mean() < 0.55  # the seed redraws them
+    assert torch.equal(alternating_flip(index[[7, 3]], 0, seed=0), even[[7, 3]])  # by index, not by position
+
+
+def test_flip_translate_follows_a_given_mirror_mask():
+    single = torch.zeros(64, 3, 32, 32, dtype=torch.uint8)
+    single[:, :, 16, 3] = 77
+    flip = torch.arange(64) % 2 == 1
+    cols = (augment(single, "flip-translate", gen(), flip=flip)[:, 0] == 77).nonzero()[:, [0, 2]]
+    mirrored = flip[cols[:, 0]]
+    assert (cols[mirrored, 1] >= 26).all() and (cols[~mirrored, 1] <= 5).all()
 
 
 def test_robust_keeps_ink_roughly():

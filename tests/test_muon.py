@@ -63,16 +63,26 @@ def test_muon_groups_scale_with_the_global_batch_and_decay_alike():
     model = create_model("fast-cifar-cpu", width=8)
     t = TrainConfig(optimizer="muon", lr=0.24, momentum=0.6, weight_decay=2e-6 / 0.24, batch_size=500)
     opt = build_optimizer(model, t, world_size=2)
-    filters, biases, head = opt.param_groups
+    filters, biases, head, stem_bias = opt.param_groups
     assert filters["muon"] and all(p.ndim == 4 for p in filters["params"])
     assert not any(p is model[0].weight for p in filters["params"])  # the whitening stem is frozen
     assert biases["lr_scale"] == pytest.approx(MUON_BIAS_LR * 1000) and head["lr_scale"] == pytest.approx(
         MUON_HEAD_LR * 1000
     )
-    set_lr(opt, 0.24)
+    assert stem_bias["params"] == [model[0].bias] and not any(p is model[0].bias for p in biases["params"])
+    t.schedule, t.warmup = "onecycle", 0.0  # airbench's linear decay
+    assert set_lr(opt, 0, 800, t) == pytest.approx(0.24)
     assert biases["lr"] == pytest.approx(0.053 * 1000) and head["lr"] == pytest.approx(0.67 * 1000)
-    for g in (biases, head):  # airbench: 2e-6 per example of the batch, the same shrink in every group
+    for g in (biases, head, stem_bias):  # airbench: 2e-6 per example of the batch, the same shrink in every group
         assert g["lr"] * g["weight_decay"] == pytest.approx(2e-6 * 1000)
+    # the stem's bias: its rate falls to 0 over the first 3/8 of the steps (airbench's 3 of 8 epochs), then stays 0
+    for step, main, stem in ((150, 1 - 150 / 800, 1 - 150 / 300), (299, 1 - 299 / 800, 1 / 300), (300, 0.625, 0)):
+        set_lr(opt, step, 800, t)
+        assert biases["lr"] == pytest.approx(0.053 * 1000 * main) and stem_bias["lr"] == pytest.approx(
+            0.053 * 1000 * stem, abs=1e-9
+        )
+    set_lr(opt, 799, 800, t)
+    assert stem_bias["lr"] == 0.0 and biases["lr"] > 0
     assert sum(len(g["params"]) for g in opt.param_groups) == sum(p.requires_grad for p in model.parameters())
 
 

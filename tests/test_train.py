@@ -93,18 +93,20 @@ def test_existing_run_is_not_overwritten(tmp_path):
 MUON = {"optimizer": "muon", "lr": 0.24, "momentum": 0.6, "weight_decay": 8e-6, "warmup": 0.0}
 
 
-@pytest.mark.parametrize("model,kw", [("mlp", {}), ("cnn", {"ema": True}), ("fast-cifar-cpu", MUON)])
-def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch, model, kw):
+@pytest.mark.parametrize(
+    "model,kw,aug", [("mlp", {}, "shift"), ("cnn", {"ema": True}, "shift"), ("fast-cifar-cpu", MUON, "flip-translate")]
+)
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch, model, kw, aug):
     """Stop after epoch 2 of 4 (Ctrl-C), resume: same weights and metrics as a run never stopped."""
     data = tiny_data(n_train=128, n_test=32)
     full_cfg = cfg_for(tmp_path / "full", **kw)
-    full_cfg.model.model, full_cfg.data.augment = model, "shift"
+    full_cfg.model.model, full_cfg.data.augment = model, aug
     if model != "mlp":
         full_cfg.model.width = None
     full = train(full_cfg, data=data, quiet=True)
 
     cfg = cfg_for(tmp_path / "cut", **kw)
-    cfg.model.model, cfg.data.augment, cfg.model.width = full_cfg.model.model, "shift", full_cfg.model.width
+    cfg.model.model, cfg.data.augment, cfg.model.width = full_cfg.model.model, aug, full_cfg.model.width
     real_epoch = train_mod.train_one_epoch
     calls = {"n": 0}
 
@@ -251,8 +253,9 @@ def test_compiled_optimizer_step_matches_eager_and_follows_the_schedule():
         model = torch.nn.Linear(6, 3)
         opt = torch.optim.Adadelta(model.parameters(), lr=1.0)
         step = compiled_step(opt) if compiled else opt.step
+        t = TrainConfig(lr=1.0, epochs=4, schedule="step", gamma=0.7)  # seed 000's step schedule, one step an epoch
         for i in range(4):
-            set_lr(opt, 0.7**i)  # seed 000's step schedule
+            assert set_lr(opt, i, 4, t) == pytest.approx(0.7**i)
             opt.zero_grad()
             model(torch.randn(5, 6)).pow(2).sum().backward()
             step()
@@ -302,3 +305,28 @@ def test_tta_at_the_final_evaluation_only_after_augmented_training(tmp_path):
     assert final_loss == pytest.approx(with_views.loss, rel=1e-4) and final_loss != pytest.approx(
         without.loss, rel=1e-4
     )
+
+
+def test_flip_translate_training_mirrors_each_image_the_other_way_every_epoch(tmp_path, monkeypatch):
+    """airbench's alternating flip, in the loop: an image mirrored in one epoch is not in the next."""
+    data = tiny_data(n_train=96, n_test=16)
+    index_of = {bytes(img.numpy()): i for i, img in enumerate(data.train_x)}
+    seen: dict[int, list[tuple[int, bool]]] = {}  # epoch -> (image index, mirrored)
+    real_augment = train_mod.augment
+
+    def recording(x, kind, generator=None, labels=None, flip=None):
+        assert kind == "flip-translate" and flip is not None
+        epoch = len(seen) - 1 if seen and len(seen[len(seen) - 1]) < len(data.train_x) else len(seen)
+        seen.setdefault(epoch, []).extend(
+            (index_of[bytes(img.numpy())], bool(f)) for img, f in zip(x, flip, strict=True)
+        )
+        return real_augment(x, kind, generator, labels=labels, flip=flip)
+
+    monkeypatch.setattr(train_mod, "augment", recording)
+    cfg = cfg_for(tmp_path, epochs=3)
+    cfg.data.augment = "flip-translate"
+    train(cfg, data=data, quiet=True)
+    flips = [dict(seen[e]) for e in range(3)]
+    assert all(sorted(f) == list(range(len(data.train_x))) for f in flips)  # every image once an epoch
+    assert all(flips[1][i] != flips[0][i] and flips[2][i] == flips[0][i] for i in flips[0])
+    assert 20 < sum(flips[0].values()) < 76  # about half start mirrored

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from digitlab.errors import unknown_name
 
 AUGMENTATIONS = ("none", "shift", "crop-flip", "flip-translate", "robust", "styles")
+ALTERNATING_FLIP = ("flip-translate",)  # the kinds whose mirror follows alternating_flip in training
 # Not the 8x8 digits: a 2-px shift moves a quarter of the image, and costs accuracy there (BENCHMARKS.md)
 DEFAULT_AUGMENT = {"mnist": "shift", "cifar10": "crop-flip"}
 
@@ -38,6 +39,24 @@ def default_augment(dataset_name: str) -> str:
     return DEFAULT_AUGMENT.get(dataset_name, "none")
 
 
+def batch_indices(
+    n: int,
+    batch_size: int,
+    *,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
+    device: torch.device | str = "cpu",
+) -> Iterator[torch.Tensor]:
+    """Yield shuffled index batches into ``n`` examples, from a permutation drawn from ``generator``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    stop = n - n % batch_size if drop_last else n
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    perm = torch.randperm(n, generator=generator, device=gen_device).to(device)
+    for i in range(0, stop, batch_size):
+        yield perm[i : i + batch_size]
+
+
 def iterate_batches(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -50,17 +69,27 @@ def iterate_batches(
     """Yield ``(x[idx], y[idx])`` batches; shuffled with a permutation drawn from ``generator``."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    n = x.shape[0]
-    stop = n - n % batch_size if drop_last else n
     if not shuffle:  # plain slices: views, no copy
+        stop = x.shape[0] - x.shape[0] % batch_size if drop_last else x.shape[0]
         for i in range(0, stop, batch_size):
             yield x[i : i + batch_size], y[i : i + batch_size]
         return
-    gen_device = generator.device if generator is not None else torch.device("cpu")
-    perm = torch.randperm(n, generator=generator, device=gen_device).to(x.device)
-    for i in range(0, stop, batch_size):
-        idx = perm[i : i + batch_size]
+    for idx in batch_indices(x.shape[0], batch_size, generator=generator, drop_last=drop_last, device=x.device):
         yield x[idx], y[idx.to(y.device)]
+
+
+def alternating_flip(index: torch.Tensor, epoch: int, seed: int) -> torch.Tensor:
+    """airbench's mirror schedule: a fixed coin per training image (from its index and the seed) says
+    whether it is mirrored in even epochs, and odd epochs mirror the opposite set, so every two epochs
+    show each image both ways round (random mirroring leaves a quarter of them one way for two epochs).
+
+    Returns a bool mask (N,) for the images at ``index`` (positions in the training set).
+    """
+    mask = 0xFFFFFFFF  # a 32-bit integer hash (lowbias32's rounds): neighbouring indices get unrelated coins
+    h = (index.long() * 0x9E3779B1 + seed * 0x85EBCA77) & mask
+    for shift, multiplier in ((16, 0x7FEB352D), (15, 0x846CA68B)):
+        h = ((h ^ (h >> shift)) * multiplier) & mask
+    return ((h ^ (h >> 16)) & 1).bool() ^ bool(epoch % 2)
 
 
 @lru_cache(maxsize=32)
@@ -128,14 +157,20 @@ def random_shift(x: torch.Tensor, generator: torch.Generator | None, max_shift: 
 
 
 def random_crop_flip(
-    x: torch.Tensor, generator: torch.Generator | None, pad: int = CROP_PAD, mode: str = "constant"
+    x: torch.Tensor,
+    generator: torch.Generator | None,
+    pad: int = CROP_PAD,
+    mode: str = "constant",
+    flip: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Random crop of the padded image (a translation up to ``pad`` px) and a random horizontal flip; the
-    border is zeros, or the image mirrored with ``mode="reflect"`` (airbench's ``flip-translate``)."""
+    """Random crop of the padded image (a translation up to ``pad`` px) and a horizontal flip, random unless
+    ``flip`` (N,) is given; the border is zeros, or the image mirrored with ``mode="reflect"`` (airbench's
+    ``flip-translate``)."""
     n = x.shape[0]
     dy = _randint(-pad, pad, n, generator, x.device)
     dx = _randint(-pad, pad, n, generator, x.device)
-    flip = _randint(0, 1, n, generator, x.device).bool()
+    if flip is None:
+        flip = _randint(0, 1, n, generator, x.device).bool()
     return translate(x, dy, dx, pad, flip, mode=mode)
 
 
@@ -207,7 +242,11 @@ def random_affine_thickness(x: torch.Tensor, generator: torch.Generator | None) 
 
 
 def augment(
-    x: torch.Tensor, kind: str, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
+    x: torch.Tensor,
+    kind: str,
+    generator: torch.Generator | None = None,
+    labels: torch.Tensor | None = None,
+    flip: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Augment a uint8 batch (N, C, H, W) on its device; returns uint8 of the same shape.
 
@@ -220,6 +259,7 @@ def augment(
         generator: source of randomness (a seeded CPU generator makes it reproducible).
         labels: the batch's digit classes (N,); ``styles`` uses them for styles of one digit (the
             continental 1), the other kinds ignore them. Never changed.
+        flip: which images ``flip-translate`` mirrors (N,) bool, e.g. ``alternating_flip``'s; None: at random.
     """
     if kind == "none":
         return x
@@ -228,7 +268,7 @@ def augment(
     if kind == "crop-flip":
         return random_crop_flip(x, generator)
     if kind == "flip-translate":
-        return random_crop_flip(x, generator, TRANSLATE_PAD, mode="reflect")
+        return random_crop_flip(x, generator, TRANSLATE_PAD, mode="reflect", flip=flip)
     if kind == "robust":
         return random_affine_thickness(x, generator)
     if kind == "styles":

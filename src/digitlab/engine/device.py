@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import sys
 import warnings
 from contextlib import AbstractContextManager
 
@@ -11,6 +13,7 @@ import torch
 from digitlab.errors import DigitlabError, unknown_name
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -71,3 +74,22 @@ def autocast(device: torch.device, precision: str) -> AbstractContextManager:
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep freed memory for the next allocation instead of returning it to the kernel.
+
+    A CPU training step allocates and frees the same activation buffers every step, and most are larger
+    than glibc's largest mmap threshold (32 MB), so by default each step maps fresh pages that the kernel
+    faults in and zeroes one 4 KB page at a time: about 150,000 page faults a step for ``fast-cifar-cpu``
+    at batch 1000, a tenth of the step (BENCHMARKS.md, ``benchmarks/malloc_step.py``). With mmap off and trimming
+    off, the heap keeps the buffers and the next step reuses them; the cost is that the process keeps its
+    peak memory until it exits, which a training process holds anyway. Linux with glibc only (elsewhere
+    nothing changes); returns whether it applied.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is None:
+        return False
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))

@@ -64,28 +64,39 @@ def _muon(model: nn.Module, t: TrainConfig, batch: int) -> torch.optim.Optimizer
     filters = [p for p in trainable if p.ndim == 4]
     if not filters:
         raise DigitlabError("--optimizer muon trains convolution filters; this model has none (use sgd or adam)")
-    biases = [p for p in trainable if p.ndim <= 1]
+    windows = dict(getattr(model, "learning_windows", list)())  # {parameter: fraction of training}
+    biases = [p for p in trainable if p.ndim <= 1 and p not in windows]
     dense = [p for p in trainable if p.ndim in (2, 3) or p.ndim > 4]
     groups: list[dict] = [{"params": filters, "muon": True, "lr_scale": 1.0}]
-    for params, ratio in ((biases, MUON_BIAS_LR), (dense, MUON_HEAD_LR)):
+    sgd = [(biases, MUON_BIAS_LR, 1.0), (dense, MUON_HEAD_LR, 1.0)]
+    sgd += [([p], MUON_BIAS_LR, until) for p, until in windows.items() if p.requires_grad]
+    for params, ratio, until in sgd:
         if params:
             # lr * (ratio * batch) * weight_decay / ratio: the shrink per step is lr * weight_decay * batch
             decay = t.weight_decay / ratio
-            groups.append(
-                {"params": params, "lr_scale": ratio * batch, "momentum": MUON_SGD_MOMENTUM, "weight_decay": decay}
-            )
+            group = {"params": params, "lr_scale": ratio * batch, "momentum": MUON_SGD_MOMENTUM, "weight_decay": decay}
+            groups.append(group | ({"lr_until": until} if until < 1 else {}))
     return Muon(groups, lr=t.lr, momentum=t.momentum)
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Every group's learning rate: ``lr`` times the group's ``lr_scale`` (Muon's SGD groups have one);
-    in place where it is a tensor (``compiled_step`` made it one)."""
+def set_lr(optimizer: torch.optim.Optimizer, step: int, total_steps: int, t: TrainConfig) -> float:
+    """Set every group's learning rate for ``step``; returns the schedule's rate (``lr_at``).
+
+    A group's rate is the schedule's times its ``lr_scale`` (Muon's SGD groups have one); a group with
+    ``lr_until`` runs the whole schedule within that first fraction of the steps and is 0 after it
+    (airbench's stem bias). In place where the rate is a tensor (``compiled_step`` made it one).
+    """
+    lr = lr_at(step, total_steps, t)
     for group in optimizer.param_groups:
-        value = lr * group.get("lr_scale", 1.0)
+        until = group.get("lr_until", 1.0)
+        horizon = max(round(total_steps * until), 1)
+        window = lr if until == 1.0 else (lr_at(step, horizon, t) if step < horizon else 0.0)
+        value = window * group.get("lr_scale", 1.0)
         if isinstance(group["lr"], torch.Tensor):
             group["lr"].fill_(value)
         else:
             group["lr"] = value
+    return lr
 
 
 class _NoProfilerNote(logging.Filter):

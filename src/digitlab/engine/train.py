@@ -22,14 +22,14 @@ from torch import nn
 from digitlab.config import RunConfig, check_config
 from digitlab.data import load_dataset
 from digitlab.data.base import ImageData
-from digitlab.data.loader import augment, iterate_batches, normalize
+from digitlab.data.loader import ALTERNATING_FLIP, alternating_flip, augment, batch_indices, normalize
 from digitlab.data.locate import resolve_data_dir
 from digitlab.engine import dist
 from digitlab.engine.checkpoint import check_compatible, save_checkpoint, unwrap
-from digitlab.engine.device import autocast
+from digitlab.engine.device import autocast, keep_freed_memory
 from digitlab.engine.evaluation import EvalOutput, evaluate, tta_views  # noqa: F401  (the loop's public names)
 from digitlab.engine.finish import finish_run
-from digitlab.engine.optim import build_optimizer, compiled_step, lr_at, set_lr
+from digitlab.engine.optim import build_optimizer, compiled_step, set_lr
 from digitlab.engine.plan import Plan, check_folder, resolve, task_of, trained_with_tta  # noqa: F401
 from digitlab.engine.reporting import EpochPrinter, StepLog, check_tensorboard
 from digitlab.engine.rundir import claim_run_dir, run_dir_of, write_config, write_metrics_csv
@@ -101,20 +101,20 @@ def train_one_epoch(
     correct = torch.zeros((), device=device, dtype=torch.long)
     step_losses = torch.zeros(plan.steps_per_epoch, device=device)  # fetched once per epoch: no sync per step
     seen, first_step = 0, step
-    batches = iterate_batches(
-        data.train_x, data.train_y, t.batch_size * info.world_size, shuffle=True, generator=generator, drop_last=False
-    )
-    for i, (xb, yb) in enumerate(batches):
+    epoch = step // max(plan.steps_per_epoch, 1)  # 0-based: the alternating flip's parity
+    batches = batch_indices(data.train_x.shape[0], t.batch_size * info.world_size, generator=generator, device=device)
+    for i, idx in enumerate(batches):
         if t.dry_run and i >= 3:
             break
         if info.enabled:  # each rank takes its share of the global batch
-            xb, yb = xb[info.rank :: info.world_size], yb[info.rank :: info.world_size]
-        lr = lr_at(step, plan.total_steps, t)
-        set_lr(optimizer, lr)
+            idx = idx[info.rank :: info.world_size]
+        xb, yb = data.train_x[idx], data.train_y[idx.to(data.train_y.device)]
+        flip = alternating_flip(idx, epoch, t.seed) if plan.augment in ALTERNATING_FLIP else None
+        lr = set_lr(optimizer, step, plan.total_steps, t)
         loss, logits = train_step(
             model,
             optimizer,
-            augment(xb, plan.augment, generator, labels=yb),  # labels: styles of one digit (data/styles.py)
+            augment(xb, plan.augment, generator, labels=yb, flip=flip),  # labels: styles of one digit (data/styles.py)
             yb,
             mean=plan.mean,
             std=plan.std,
@@ -266,6 +266,8 @@ def train(
     t, info = plan.train, plan.dist
     dist.set_threads(info, t.threads)  # --threads, or under torchrun the cores shared by the ranks
     device = dist.setup(info, plan.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # the step's buffers are reused, not faulted in again every step
     data = data.to(device)
     if resume is not None:
         _check_resume_fits(resume, plan, data)

@@ -24,6 +24,7 @@ STEM_KERNEL = 2
 STEM = 2 * 3 * STEM_KERNEL**2  # 24: each principal component of a 2x2 RGB patch, and its negative
 BN_MOMENTUM = 0.4  # torch's convention (airbench's 0.6 is the old statistics' weight)
 WHITENING_EPS = 5e-4
+STEM_BIAS_LEARNS = 3 / 8  # airbench: the stem's bias learns over the first 3 of 8 epochs, its rate falling to 0
 
 
 class DiracConv(nn.Conv2d):
@@ -79,6 +80,11 @@ class AirbenchNet(nn.Sequential):
             head,
             Mul(1 / w3 if logit_scale is None else logit_scale),
         )
+
+    def learning_windows(self) -> list[tuple[nn.Parameter, float]]:
+        """Parameters that learn only in a first fraction of training (engine/optim.py's ``muon`` groups):
+        the stem's bias, as in airbench, which then stays put while the layers after it settle."""
+        return [(cast(nn.Parameter, self[0].bias), STEM_BIAS_LEARNS)]
 
     @torch.no_grad()
     def init_from_data(self, x: torch.Tensor) -> None:
