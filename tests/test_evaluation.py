@@ -84,3 +84,26 @@ def test_tta_views_are_weighted_to_one_airbench_six_for_colour_five_shifts_for_d
     digits = tta_views(gray)
     assert len(digits) == 5 and all(w == pytest.approx(0.2) for _, w in digits)
     assert not any(torch.equal(v, gray.flip(-1)) for v, _ in digits)  # a mirrored digit is no digit
+
+
+def test_shift_tta_views_are_the_training_shifts_of_the_pixels():
+    """A digit's TTA views are the training's one-pixel shifts of the uint8 image (black borders), then normalised;
+    not shifts of the normalised image, whose zero border would be the mean's grey."""
+    import torch
+    from torch import nn
+
+    from digitlab.data.loader import normalize, translate
+    from digitlab.engine.evaluation import evaluate
+
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (4, 1, 6, 6), dtype=torch.uint8)
+    y = torch.zeros(4, dtype=torch.long)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(36, 3))
+    mean, std = (0.3,), (0.4,)
+    got = evaluate(model, x, y, mean, std, tta=True).logits
+    with torch.no_grad():
+        want = model(normalize(x, mean, std)) * 0.2
+        for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+            moved = translate(x, torch.full((4,), dy), torch.full((4,), dx), pad=1)
+            want += model(normalize(moved, mean, std)) * 0.2
+    assert torch.allclose(got, want, atol=1e-5)

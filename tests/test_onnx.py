@@ -300,3 +300,36 @@ def test_a_thread_setting_made_before_torch_loads_reaches_a_pytorch_model(monkey
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_cli_eval_of_an_onnx_export_reports_what_its_checkpoint_does(tmp_path, capsys):
+    """`eval model.onnx` runs the exported graph through the checkpoint's evaluation: the same numbers, the same
+    default TTA; the reading path takes it too; it runs on the CPU only, and says so."""
+    base = ["train", "--dataset", "digits", "--model", "fast", "--epochs", "2", "--runs-dir", str(tmp_path), "-q"]
+    assert main([*base, "--augment", "shift", "--tta", "--name", "d"]) == 0
+    onnx_path = tmp_path / "d.onnx"
+    assert main(["export", str(tmp_path / "d"), str(onnx_path), "--format", "onnx", "--no-calibrate"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "d" / "best.pt"), "--json"]) == 0
+    from_pt = json.loads(capsys.readouterr().out)
+    assert main(["eval", str(onnx_path), "--json", "--out", str(tmp_path / "e")]) == 0
+    from_onnx = json.loads(capsys.readouterr().out)
+    assert from_onnx["checkpoint"] == str(onnx_path) and from_onnx["dataset"] == from_pt["dataset"]
+    assert from_onnx["tta"] == from_pt["tta"] is True  # the training's final evaluation shifted: so does this
+    assert from_pt["accuracy"] > 0.9  # trained: no near-ties for float rounding (~1e-6) to flip
+    assert from_onnx["accuracy"] == from_pt["accuracy"] and from_onnx["confusion"] == from_pt["confusion"]
+    assert from_onnx["loss"] == pytest.approx(from_pt["loss"], abs=1e-4)
+    assert (tmp_path / "e" / "eval.json").is_file()
+
+    folder = tmp_path / "mydigits"  # an image folder of digits: read as `digitlab predict` reads, by onnxruntime
+    for label in ("1", "7"):
+        (folder / label).mkdir(parents=True)
+        img = Image.new("L", (40, 40), 255)
+        img.paste(0, (18, 6, 23, 34))
+        img.save(folder / label / "a.png")
+    assert main(["eval", str(onnx_path), "--dataset", str(folder), "--out", str(tmp_path / "f")]) == 0
+    assert "read as digitlab predict" in capsys.readouterr().out
+    assert sum(map(sum, json.loads((tmp_path / "f" / "eval.json").read_text())["confusion"])) == 2
+
+    assert main(["eval", str(onnx_path), "--device", "cuda"]) == 2
+    assert "an ONNX model runs on the CPU here" in capsys.readouterr().err

@@ -35,7 +35,10 @@ def checkpoint_data(ckpt: dict, dataset: str | None = None, data_dir: str | None
 
 @app.command("eval")
 def eval_cmd(
-    checkpoint: str = typer.Argument(..., help="A checkpoint file or a run directory (its best.pt)."),
+    checkpoint: str = typer.Argument(
+        ...,
+        help="A checkpoint file, a run directory (its best.pt), or a model.onnx of `digitlab export --format onnx`.",
+    ),
     dataset: str | None = typer.Option(
         None,
         help="Evaluate on another dataset (default: the checkpoint's); one of another shape (usps, optdigits) or an "
@@ -64,21 +67,37 @@ def eval_cmd(
 
     Accuracy, precision/recall/F1 per class, the confusion matrix and the worst errors, on the
     checkpoint's dataset, or on another (read as `digitlab predict` reads when its shape differs).
+    An exported model.onnx is evaluated the same way, in onnxruntime, to check the export.
     """
     from digitlab.engine.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
     from digitlab.engine.device import resolve_device
-    from digitlab.engine.evaluation import default_eval_dir, final_evaluation, report_evaluation
+    from digitlab.engine.evaluation import OnnxModule, default_eval_dir, final_evaluation, report_evaluation
     from digitlab.engine.plan import trained_with_tta
+    from digitlab.errors import DigitlabError
     from digitlab.evaluate.reading import evaluate_as_read, reading_dir, reading_source
     from digitlab.evaluate.report import format_report
+    from digitlab.inference.onnx import is_onnx_path, load_onnx
 
     path = resolve_checkpoint_path(checkpoint)
-    ckpt = load_checkpoint(path)
+    onnx_model = None
+    if is_onnx_path(path):  # the exported graph in onnxruntime, through the same evaluation as its checkpoint
+        if device not in ("auto", "cpu"):
+            raise DigitlabError(f"an ONNX model runs on the CPU here (onnxruntime), not on {device}; drop --device")
+        onnx_model, ckpt = load_onnx(path)
+    else:
+        ckpt = load_checkpoint(path)
+
+    def load_model():
+        return OnnxModule(onnx_model) if onnx_model is not None else model_from_checkpoint(ckpt, resolve_device(device))
+
     source = reading_source(ckpt, dataset, data_dir, presentation, split)
     if source is not None:  # the predict path: each image through digitlab.inference.preprocess
         from digitlab.inference.predictor import Predictor
 
-        predictor = Predictor(model_from_checkpoint(ckpt, resolve_device(device)), ckpt, resolve_device(device))
+        if onnx_model is not None:
+            predictor = Predictor(onnx_model, ckpt, "cpu")
+        else:
+            predictor = Predictor(load_model(), ckpt, resolve_device(device))
         shown = None if source.paths is not None else presentation or "raw"
         out_dir = Path(out) if out else reading_dir(path, source.name, shown)
         meta = {"checkpoint": str(path), "epoch": ckpt.get("epoch"), "tta": False, "loss": None, "calibration": None}
@@ -98,7 +117,7 @@ def eval_cmd(
     if split == "train":
         data = replace(data, test_x=data.train_x, test_y=data.train_y)
     name = dataset or ckpt.get("dataset", "mnist")
-    model = model_from_checkpoint(ckpt, resolve_device(device))
+    model = load_model()
     out_dir = Path(out) if out else default_eval_dir(path)
     if tta is None:  # the same accuracy that `digitlab train` printed for this checkpoint
         tta = trained_with_tta(ckpt)

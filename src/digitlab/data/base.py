@@ -6,6 +6,8 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from digitlab.naming import dataset_label
+
 # Deflate inflates at most 1032-fold: a .gz of n bytes cannot hold more than this times n, so a
 # small compressed file that declares a large content is truncated before anything is allocated for it.
 MAX_DEFLATE_RATIO = 1032
@@ -35,7 +37,7 @@ class ImageData:
     @property
     def label(self) -> str:
         """The name to report: ``cifar10 (JPEG q75 copy)`` for a copy, else the name."""
-        return f"{self.name} ({self.note})" if self.note else self.name
+        return dataset_label(self.name, self.note) or self.name
 
     @property
     def channels(self) -> int:

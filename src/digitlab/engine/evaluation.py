@@ -19,6 +19,7 @@ from digitlab.data.loader import normalize
 from digitlab.engine.device import autocast
 from digitlab.evaluate.calibration import calibration_summary
 from digitlab.evaluate.report import write_report
+from digitlab.naming import dataset_label
 
 # The keys every eval.json starts with, in this order; compute_metrics' keys (accuracy, per_class, ...) follow.
 EVAL_KEYS = ("checkpoint", "epoch", "dataset", "tta", "loss", "calibration")
@@ -36,7 +37,8 @@ def tta_views(x: torch.Tensor) -> list[tuple[torch.Tensor, float]]:
 
     Colour images: airbench's six views, the image and its mirror (half the weight) and both moved by
     one pixel up-left and down-right with mirrored borders (a quarter each way). Digits: the image and
-    its four one-pixel shifts with zero borders (no mirror: a mirrored 2 is no digit), equal weights.
+    its four one-pixel shifts with black borders (no mirror: a mirrored 2 is no digit), equal weights. ``x``
+    is pixels (0..255), so a zero border is black, as the training's shifts on uint8 make it.
     """
     h, w = x.shape[-2:]
     if x.shape[1] == 3:
@@ -66,17 +68,41 @@ def evaluate(
     device = x.device
     chunks = []
     for start in range(0, x.shape[0], batch_size):
-        xb = normalize(x[start : start + batch_size], mean, std)  # (B, C, H, W) float
-        if channels_last:
-            xb = xb.contiguous(memory_format=torch.channels_last)
-        with autocast(device, precision):
-            views = tta_views(xb) if tta else [(xb, 1.0)]
-            logits = sum(model(v).float() * weight for v, weight in views)
-        chunks.append(logits.float())
+        # Views are cut from the pixels, then normalised: a shifted digit's new border is black, as the
+        # training's shifts (on uint8) make it, and as a model that takes pixels (ONNX) sees it.
+        pixels = x[start : start + batch_size].float()  # (B, C, H, W) in 0..255
+        logits = torch.zeros(0)
+        for i, (view, weight) in enumerate(tta_views(pixels) if tta else [(pixels, 1.0)]):
+            xb = normalize(view, mean, std)
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with autocast(device, precision):
+                out = model(xb).float() * weight
+            logits = out if i == 0 else logits + out
+        chunks.append(logits)
     logits = torch.cat(chunks) if chunks else torch.zeros(0, 1, device=device)
     loss = F.cross_entropy(logits, y).item() if len(y) else float("nan")
     acc = (logits.argmax(1) == y).sum().item() / len(y) if len(y) else float("nan")  # exact: the count / N
     return EvalOutput(loss, acc, logits.cpu())
+
+
+class OnnxModule(nn.Module):
+    """An exported ONNX model (``inference.onnx.OnnxModel``) behind a module's call, so `digitlab eval
+    model.onnx` evaluates it with the checkpoint's code: float inputs in, logits out, on the CPU.
+    Its inputs are pixels in [0, 1] (evaluate it with mean 0 and std 1, as ``load_onnx`` says)."""
+
+    def __init__(self, onnx_model) -> None:
+        super().__init__()
+        self.onnx_model = onnx_model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.onnx_model(x.detach().float().cpu().numpy()))
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model``'s parameters live; the CPU for one without any (``OnnxModule``)."""
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 def default_eval_dir(checkpoint: Path) -> Path:
@@ -92,7 +118,7 @@ def final_evaluation(
     model: nn.Module, data: ImageData, mean: tuple[float, ...], std: tuple[float, ...], *, tta: bool
 ) -> EvalOutput:
     """The evaluation whose accuracy is reported: fp32, on ``model``'s device."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     return evaluate(model, data.test_x.to(device), data.test_y.to(device), mean, std, precision="fp32", tta=tta)
 
 
@@ -116,7 +142,7 @@ def report_evaluation(
     meta = {
         "checkpoint": checkpoint,
         "epoch": epoch,
-        "dataset": f"{dataset or data.name} ({data.note})" if data.note else dataset or data.name,  # "JPEG q75 copy"
+        "dataset": dataset_label(dataset or data.name, data.note),  # "cifar10 (JPEG q75 copy)"
         "tta": tta,
         "loss": res.loss,
         "calibration": calibration_summary(res.logits, labels, temperature),

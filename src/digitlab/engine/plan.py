@@ -133,7 +133,10 @@ def task_of(data: ImageData) -> str:
 
 def trained_with_tta(ckpt: dict) -> bool:
     """Whether the training that wrote ``ckpt`` evaluated its final model with test-time augmentation
-    (``augment`` "auto" in a config from before the plan recorded it is resolved by dataset)."""
+    (``augment`` "auto" in a config from before the plan recorded it is resolved by dataset). An exported
+    ONNX model's fields (``load_onnx``) carry the answer, worked out at export, as ``final_tta``."""
+    if "final_tta" in ckpt:
+        return bool(ckpt["final_tta"])
     cfg = ckpt.get("config") or {}
     augment = cfg.get("data", {}).get("augment", "none")
     if augment == "auto":

@@ -5,8 +5,9 @@ channels in the checkpoint's order: gray, or RGB), with the checkpoint's normali
 the graph, and returns ``logits`` ``(N, classes)``; probabilities are ``softmax(logits / temperature)``.
 Everything else a deployment needs sits in the model's metadata: ``classes`` (JSON list),
 ``temperature``, ``image_size``, ``channels``, ``task``, and ``digitlab`` (all of it as one JSON
-object). ``Predictor.load("model.onnx")`` reads that metadata and runs the graph in onnxruntime
-behind the same preprocessing as a checkpoint.
+object, with what `digitlab eval model.onnx` needs besides: the training's final TTA and how its
+data was loaded). ``Predictor.load("model.onnx")`` reads that metadata and runs the graph in
+onnxruntime behind the same preprocessing as a checkpoint.
 
 Running a model needs only onnxruntime, a base requirement (and numpy, Pillow, SciPy for the
 preprocessing): neither torch nor ``onnx``. ``onnx``, the optional extra ``digitlab[onnx]``, is
@@ -155,6 +156,9 @@ def load_onnx(path: str | Path) -> tuple[OnnxModel, dict]:
             "metrics": dict(meta.get("metrics") or {}),
             "format": "onnx",
             "checkpoint_digest": meta.get("checkpoint_digest"),
+            # for `digitlab eval model.onnx`: the training's final TTA and how its data was loaded
+            "final_tta": bool(meta.get("final_tta", False)),
+            "config": {"data": dict(meta.get("data") or {})},
         }
         if meta.get("temperature") is not None:
             fields["temperature"] = float(meta["temperature"])

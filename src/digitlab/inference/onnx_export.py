@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from digitlab.engine.checkpoint import model_from_checkpoint
+from digitlab.engine.plan import trained_with_tta
 from digitlab.errors import DigitlabError
 from digitlab.inference.fold import fold_batchnorm
 from digitlab.inference.onnx import INPUT_NAME, METADATA_FORMAT, OUTPUT_NAME, OnnxModel, require
@@ -40,6 +41,7 @@ class _Normalised(nn.Module):
 
 def onnx_metadata(ckpt: dict) -> dict[str, str]:
     """The model's metadata entries (strings, as ONNX stores them)."""
+    data_cfg = (ckpt.get("config") or {}).get("data") or {}
     info = {
         "format": METADATA_FORMAT,
         "model_name": ckpt["model_name"],
@@ -55,6 +57,9 @@ def onnx_metadata(ckpt: dict) -> dict[str, str]:
         "temperature": float(ckpt["temperature"]) if "temperature" in ckpt else None,
         "metrics": {k: v for k, v in (ckpt.get("metrics") or {}).items() if isinstance(v, (int, float, str))},
         "checkpoint_digest": ckpt.get("digest"),  # of the checkpoint exported: ties a twin to its .pt
+        # What `digitlab eval model.onnx` needs to evaluate as `digitlab eval` does the checkpoint:
+        "final_tta": trained_with_tta(ckpt),
+        "data": {k: v for k, v in data_cfg.items() if k in ("data_dir", "grayscale", "image_size")},
         "input": f"{INPUT_NAME}: float32 (N, C, H, W) pixels in [0, 1] (uint8 / 255); normalisation is in the graph",
     }
     return {

@@ -30,6 +30,7 @@ from digitlab.inference.image import load_image
 from digitlab.inference.numbers import JOIN_COST, SPLIT_COST, _best_reading, _Prepared
 from digitlab.inference.onnx import OnnxModel, is_onnx_path, load_onnx
 from digitlab.inference.preprocess import generic_image, normalize_array, preprocess_digits
+from digitlab.naming import dataset_label
 
 if TYPE_CHECKING:
     import torch
@@ -129,12 +130,6 @@ def default_onnx_path() -> Path | None:
     return Path(str(ref))
 
 
-def _dataset_label(ckpt: dict) -> str | None:
-    """The dataset a model was trained on, with its note: ``cifar10 (JPEG q75 copy)`` for a copy."""
-    name, note = ckpt.get("dataset"), ckpt.get("dataset_note")
-    return f"{name} ({note})" if name and isinstance(note, str) and note else name
-
-
 def _source_name(image) -> str:
     if isinstance(image, (str, Path)):
         return str(image)
@@ -185,7 +180,7 @@ class Predictor:
             "channels": self.channels,
             "image_size": self.image_size,
             "accuracy": float(accuracy) if accuracy is not None else None,
-            "dataset": _dataset_label(ckpt),
+            "dataset": dataset_label(ckpt.get("dataset"), ckpt.get("dataset_note")),
             "temperature": self.temperature if "temperature" in ckpt else None,
         }
 
