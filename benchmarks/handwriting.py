@@ -6,8 +6,8 @@ paper scan (dark on white, 2x, with a margin; ``digitlab.evaluate.reading.presen
 way ``digitlab predict`` reads, beside the naive pipeline and, with ``--baseline``, another model
 (the previous shipped one); with per-class recall and the most confused pairs.
 
-Synthetic handwriting: the three kinds of ``digitlab.data.synth`` (phone photos, canvas drawings,
-written numbers) generated from MNIST *test* digits, read with ``Predictor`` (MNIST-style
+Synthetic handwriting: the four kinds of ``digitlab.data.synth`` (phone photos, canvas drawings,
+written numbers, photos of a page with more in view, by setting) generated from MNIST *test* digits, read with ``Predictor`` (MNIST-style
 preprocessing, segmentation) and with the naive pipeline the seeds used (grayscale, resize to
 28x28, normalise).
 
@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", default=None, help="folder with the MNIST test IDX files")
     ap.add_argument("--count", type=int, default=1000, help="images per single-digit kind")
     ap.add_argument("--numbers", type=int, default=300, help="multi-digit number images")
+    ap.add_argument("--sheets", type=int, default=600, help="photos of a page with more in view (synth.SETTINGS)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="one test set per seed (each a fresh draw)")
     ap.add_argument("--out", default="bench-results/handwriting", help="where the table and images go")
     ap.add_argument("--threads", type=int, default=None)
@@ -175,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for seed in args.seeds:
-        for kind, count in (("photo", args.count), ("canvas", args.count), ("number", args.numbers)):
+        kinds = (("photo", args.count), ("canvas", args.count), ("number", args.numbers), ("sheet", args.sheets))
+        for kind, count in kinds:
             t0 = time.perf_counter()
             manifest = synth.generate(images_dir / f"seed{seed}", x, y, kind=kind, count=count, seed=seed)
             gen_s = time.perf_counter() - t0
@@ -186,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
             right = [p.text == label for p, (_, label) in zip(preds, items, strict=True)]
             naive = float(np.mean([naive_read(predictor, f) == label for f, label in items]))
             failed = sum(p.status == "error" for p in preds)
+            by_setting = {}  # a sheet's setting ends its file name
+            if kind == "sheet":
+                for setting in synth.SETTINGS:
+                    mine = [ok for (f, _), ok in zip(items, right, strict=True) if f.stem.endswith("_" + setting)]
+                    by_setting[setting] = {"images": len(mine), "digitlab": float(np.mean(mine)) if mine else None}
             rows.append(
                 {
                     "seed": seed,
@@ -197,8 +204,11 @@ def main(argv: list[str] | None = None) -> int:
                     "errors": failed,
                     "generate_s": gen_s,
                     "misread": [str(f.name) for (f, _), ok in zip(items, right, strict=True) if not ok],
+                    "by_setting": by_setting,
                 }
             )
+            for setting, r in by_setting.items():
+                print(f"    {setting:10s} n={r['images']:4d}  digitlab {r['digitlab'] or 0:7.2%}", flush=True)
             print(
                 f"seed {seed} {kind:7s} n={len(items):5d}  digitlab {np.mean(right):7.2%}  naive {naive:7.2%}"
                 f"  {ms:6.1f} ms/image",
@@ -223,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['seed']} | {r['kind']} | {r['images']} | {r['digitlab']:.2%} | {r['naive']:.2%} "
             f"| {r['ms_per_image']:.1f} |"
         )
-    for kind in ("photo", "canvas", "number"):  # all seeds together
+    for kind in synth.KINDS:  # all seeds together
         mine = [r for r in rows if r["kind"] == kind]
         if not mine:
             continue

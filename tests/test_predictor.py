@@ -256,3 +256,21 @@ def test_fold_batchnorm_gives_the_same_outputs_with_fewer_layers(pool_early, neg
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules()) == left
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 3  # the caller's model is kept
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_reads_digits_in_a_box_on_a_photographed_page(shipped, mnist_test, monkeypatch):
+    """synth ``sheet`` photos whose digit sits in a printed box: read as the digit, not the box; with
+    the frame step switched off the same photos are mostly misread (the test has teeth)."""
+    from digitlab.data import synth
+    from digitlab.inference import segment as SG
+
+    x, y = mnist_test
+    boxed = [s for s in (synth.make_sample("sheet", x, y, 7, i) for i in range(200)) if s.setting == "box"]
+    assert len(boxed) >= 25
+
+    def read() -> float:
+        return float(np.mean([shipped.predict(s.image).text == s.label for s in boxed]))
+
+    assert read() >= 0.9
+    monkeypatch.setattr(SG, "drop_frames", lambda segs: segs)
+    assert read() < 0.7

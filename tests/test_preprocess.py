@@ -323,12 +323,16 @@ def _reference_components(mask):
     if n == 0:
         return []
     areas = np.bincount(labels.ravel())[1:]
-    keep_area = max(S.MIN_SPECK_PIXELS, S.SPECK_FRACTION * areas.max())
-    return [
+    segs = [
         S.Segment((xs.start, ys.start, xs.stop, ys.stop), labels[(ys, xs)] == i + 1)
         for i, (ys, xs) in enumerate(ndi.find_objects(labels))
-        if areas[i] >= keep_area
+        if areas[i] >= S.MIN_SPECK_PIXELS
     ]
+    segs = S.drop_frames(segs) if len(segs) > 1 else segs
+    if not segs:
+        return []
+    keep_area = max(S.MIN_SPECK_PIXELS, S.SPECK_FRACTION * max(int(s.mask.sum()) for s in segs))
+    return [s for s in segs if s.mask.sum() >= keep_area]
 
 
 def _reference_pad_odd(a, pad):

@@ -117,3 +117,40 @@ def test_digits_far_apart_offer_no_join():
 
     segs = S.segment_digits(mask_of(draw))
     assert len(segs) == 2 and all(s.merged_with_next is None for s in segs)
+
+
+def test_a_box_around_a_digit_is_dropped():
+    """A form's box (or a frame drawn around the digit) is not part of the digit."""
+
+    def draw(d):
+        d.rectangle((200, 10, 400, 190), outline=255, width=4)
+        d.line([(260, 40), (340, 40), (280, 160)], fill=255, width=10)  # a 7 inside
+
+    segs = S.segment_digits(mask_of(draw))
+    assert len(segs) == 1 and segs[0].box[0] >= 250 and segs[0].box[2] <= 350
+    one = S.segment_digits(mask_of(draw), multi=False)
+    assert len(one) == 1 and one[0].box[0] >= 250
+
+
+def test_a_three_sided_frame_around_a_number_is_dropped():
+    def draw(d):
+        d.line([(580, 10), (100, 10), (100, 190), (580, 190)], fill=255, width=3)  # open on the right
+        d.line([(200, 40), (200, 160)], fill=255, width=10)  # 1
+        d.ellipse((300, 40, 380, 160), outline=255, width=10)  # 0
+
+    segs = S.segment_digits(mask_of(draw))
+    assert len(segs) == 2 and all(s.box[1] >= 30 for s in segs)
+
+
+def test_a_lone_box_is_a_zero_and_a_loop_around_a_mark_is_kept():
+    """Only a hollow mark with another mark inside is a frame: a square 0 stays, so does a 6 whose
+    loop was written apart from its stem."""
+    square = S.segment_digits(mask_of(lambda d: d.rectangle((250, 30, 350, 170), outline=255, width=10)))
+    assert len(square) == 1
+
+    def six(d):
+        d.arc((250, 20, 350, 200), 90, 300, fill=255, width=10)  # the stem: a long open curve
+        d.ellipse((275, 110, 335, 180), outline=255, width=10)  # the loop, inside the stem's box
+
+    segs = S.segment_digits(mask_of(six))
+    assert len(segs) == 1 and segs[0].box[0] <= 255  # the stem is part of the digit

@@ -48,6 +48,20 @@ def test_kinds_look_as_promised(digits):
     assert 2 <= len(number.label) <= 5 and number.image.size[0] > number.image.size[1]
 
 
+def test_sheets_show_every_setting_and_name_it(tmp_path, digits):
+    """A ``sheet`` is a light page photo; its setting (ruled, box, desk, shadow, ...) ends the file name."""
+    x, y = digits
+    samples = [synth.make_sample("sheet", x, y, 0, i) for i in range(60)]
+    assert {s.setting for s in samples} == set(synth.SETTINGS)
+    for s in samples:
+        assert s.image.mode == "RGB" and 220 <= min(s.image.size) and max(s.image.size) <= 400
+    desk = next(s for s in samples if s.setting == "desk")
+    a = np.asarray(desk.image.convert("L"), dtype=np.float32)
+    assert a[:3].mean() < 0.7 * a[a.shape[0] // 2 - 5 : a.shape[0] // 2 + 5].max()  # the desk is darker than the paper
+    rows = synth.read_manifest(synth.generate(tmp_path, x, y, kind="sheet", count=6, seed=0))
+    assert [f.stem.rsplit("_", 1)[1] for f, _ in rows] == [s.setting for s in samples[:6]]
+
+
 def test_unknown_kind(digits):
     with pytest.raises(ValueError):
         synth.make_sample("sketch", *digits, 0, 0)

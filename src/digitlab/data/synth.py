@@ -1,6 +1,6 @@
 """Realistic handwriting the model has not seen as it is: MNIST *test* digits re-rendered.
 
-Three kinds, each a folder of image files plus ``manifest.csv`` (file, label, kind):
+Four kinds, each a folder of image files plus ``manifest.csv`` (file, label, kind):
 
 - ``photo``: a phone photo of a digit written on paper with a pen (strokes kept whole, thin to
   thick): dark ink on light, unevenly lit (gradient and vignette), enlarged to 200-400 px, off-centre, slightly rotated, blurred,
@@ -13,6 +13,8 @@ Three kinds, each a folder of image files plus ``manifest.csv`` (file, label, ki
 - ``number``: 2-5 digits in a row, a written number, photographed like ``photo``; gaps
   of 0.1-0.5x the digit height, and one gap in seven 0.01-0.08x (nearly touching; with
   blur and thick pens some do touch).
+- ``sheet``: a ``photo`` with more in view (``SETTINGS``): ruled or squared paper, a box
+  around the digit, the desk around the sheet or along one of its edges, a hard shadow across it.
 
 Everything is drawn from a seed, one generator per image, so image i is the same whatever
 the count.
@@ -29,7 +31,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 
-KINDS = ("photo", "canvas", "number")
+KINDS = ("photo", "canvas", "number", "sheet")
+SETTINGS = ("ruled", "grid", "box", "desk", "desk-edge", "shadow")  # what else a ``sheet`` photo shows
 MANIFEST = "manifest.csv"
 BLOB_CORE = 2.0  # ink further than this many stroke half-widths from the paper is a filled loop
 MARKER_HALF_WIDTH = 0.09  # strokes wider than 2x this of the digit's height: drawn with a marker (~11% of MNIST)
@@ -43,6 +46,7 @@ class Sample:
     label: str  # "7", or "2024" for a number
     kind: str
     ext: str  # file extension to save as
+    setting: str = ""  # a ``sheet``'s setting (``SETTINGS``); it ends the file's name
 
 
 # ---------------------------------------------------------------------------------------
@@ -207,12 +211,20 @@ def _rotate(ink: np.ndarray, degrees: float) -> np.ndarray:
 # a photo of paper
 
 
-def _photograph(ink: np.ndarray, rng: np.random.Generator) -> Image.Image:
-    """Ink (H, W) on paper under uneven light, through a cheap camera: an RGB JPEG-decoded image."""
+def _photograph(
+    ink: np.ndarray, rng: np.random.Generator, page: np.ndarray | None = None, shade: np.ndarray | None = None
+) -> Image.Image:
+    """Ink (H, W) on paper under uneven light, through a cheap camera: an RGB JPEG-decoded image.
+
+    ``page``: (H, W, 3) factors on the paper's colour where it is not plain (printed lines, a box,
+    the desk around the sheet); ``shade``: (H, W) factors on the light (a hard shadow).
+    """
     H, W = ink.shape
     paper = rng.uniform(0.7, 0.97) * np.array([1.0, rng.uniform(0.95, 1.0), rng.uniform(0.85, 1.0)])
     pen = rng.choice([np.array([0.08, 0.08, 0.1]), np.array([0.1, 0.12, 0.45]), np.array([0.25, 0.25, 0.25])])
     pen = pen * rng.uniform(0.5, 1.2)
+    if page is not None:
+        paper = paper * page
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
     yy, xx = yy / H - 0.5, xx / W - 0.5
     angle = rng.uniform(0, 2 * np.pi)
@@ -220,6 +232,8 @@ def _photograph(ink: np.ndarray, rng: np.random.Generator) -> Image.Image:
     cy, cx = rng.uniform(-0.3, 0.3, size=2)
     vignette = 1.0 - rng.uniform(0.0, 0.5) * ((xx - cx) ** 2 + (yy - cy) ** 2) / 0.5
     light = np.clip(gradient * vignette, 0.2, 1.0)[..., None]
+    if shade is not None:
+        light = light * shade[..., None]
     rgb = light * (paper * (1.0 - ink[..., None]) + pen * ink[..., None])
     sigma = rng.uniform(0.3, 1.8)
     rgb = ndi.gaussian_filter(rgb, sigma=(sigma, sigma, 0))
@@ -236,6 +250,65 @@ def photo(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
     ink = _pen(_ink(digit, int(rng.uniform(0.35, 0.75) * min(H, W))), rng)
     ink = _rotate(np.pad(ink, 8), rng.uniform(-12, 12))
     return _photograph(_place((H, W), ink, rng, margin=0.04), rng)
+
+
+def _page(H: int, W: int, setting: str, rng: np.random.Generator) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """What is printed on the page, or in view beside it, as factors on the paper's colour; and the
+    (top, left, bottom, right) area left for the digit."""
+    page = np.ones((H, W, 3), dtype=np.float32)
+    top, left, bottom, right = 0, 0, H, W
+    line = np.array([rng.uniform(0.55, 0.8), rng.uniform(0.7, 0.9), rng.uniform(0.85, 1.0)])  # light blue-green
+    if setting in ("ruled", "grid"):
+        step = int(rng.integers(16, 41))
+        width = int(rng.integers(1, 3))
+        for y in range(int(rng.integers(0, step)), H, step):
+            page[y : y + width] = line
+        if setting == "grid":
+            for x in range(int(rng.integers(0, step)), W, step):
+                page[:, x : x + width] = line
+    elif setting == "box":  # a form's box, printed or drawn, around the digit
+        m = int(rng.uniform(0.03, 0.12) * min(H, W))
+        width = int(rng.integers(1, 5))
+        dark = rng.uniform(0.1, 0.6)
+        page[m : H - m, m : m + width] = page[m : H - m, W - m - width : W - m] = dark
+        page[m : m + width, m : W - m] = page[H - m - width : H - m, m : W - m] = dark
+        top, left, bottom, right = m + width + 4, m + width + 4, H - m - width - 4, W - m - width - 4
+    elif setting in ("desk", "desk-edge"):  # the table the sheet lies on, all round or along one edge
+        desk = rng.uniform(0.15, 0.5) * np.array([1.0, rng.uniform(0.7, 1.0), rng.uniform(0.5, 1.0)])
+        desk = desk * (1.0 + rng.normal(0.0, 0.04, size=(H, W, 1)))  # its grain
+        edges = (0, 1, 2, 3) if setting == "desk" else (int(rng.integers(4)),)  # top, left, bottom, right
+        cut = [int(rng.uniform(0.06, 0.18) * (H if e % 2 == 0 else W)) if e in edges else 0 for e in range(4)]
+        top, left, bottom, right = cut[0], cut[1], H - cut[2], W - cut[3]
+        sheet = np.zeros((H, W), dtype=bool)
+        sheet[top:bottom, left:right] = True
+        page[~sheet] = desk[~sheet]
+        top, left, bottom, right = top + 6, left + 6, bottom - 6, right - 6
+    return page, (int(top), int(left), int(bottom), int(right))
+
+
+def _hard_shadow(H: int, W: int, rng: np.random.Generator) -> np.ndarray:
+    """A phone's or a hand's shadow: a half-plane 40-75% as bright, its edge a step (or a pixel or two of blur)."""
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    d = np.cos(angle) * (xx - W / 2) + np.sin(angle) * (yy - H / 2)
+    edge = np.quantile(d, rng.uniform(0.25, 0.5))  # it covers a quarter to a half of the picture
+    inside = ndi.gaussian_filter((d < edge).astype(np.float32), rng.uniform(0.0, 1.5))
+    return 1.0 - (1.0 - rng.uniform(0.4, 0.75)) * inside
+
+
+def sheet(digit: np.ndarray, rng: np.random.Generator) -> tuple[Image.Image, str]:
+    """A phone photo of a digit on a page with more in view: ruled or squared paper, a box around
+    the digit, the desk around the sheet or along one edge, or a hard shadow across it; and which."""
+    setting = SETTINGS[int(rng.integers(len(SETTINGS)))]
+    H, W = int(rng.integers(220, 401)), int(rng.integers(220, 401))
+    page, (top, left, bottom, right) = _page(H, W, setting, rng)
+    room = min(bottom - top, right - left)
+    ink = _pen(_ink(digit, int(rng.uniform(0.45, 0.75) * room)), rng)
+    ink = _rotate(np.pad(ink, 8), rng.uniform(-8, 8))
+    full = np.zeros((H, W), dtype=np.float32)
+    full[top:bottom, left:right] = _place((bottom - top, right - left), ink, rng, margin=0.04)
+    shade = _hard_shadow(H, W, rng) if setting == "shadow" else None
+    return _photograph(full, rng, page=page, shade=shade), setting
 
 
 def canvas(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
@@ -301,6 +374,9 @@ def make_sample(kind: str, images: np.ndarray, labels: np.ndarray, seed: int, i:
         return Sample(photo(images[j], rng), str(int(labels[j])), kind, "jpg")
     if kind == "canvas":
         return Sample(canvas(images[j], rng), str(int(labels[j])), kind, "png")
+    if kind == "sheet":
+        image, setting = sheet(images[j], rng)
+        return Sample(image, str(int(labels[j])), kind, "jpg", setting)
     raise ValueError(f"unknown kind {kind!r}; choose one of {KINDS}")
 
 
@@ -319,7 +395,7 @@ def generate(
         out_dir: folder to write into (created).
         images: MNIST test digits, uint8 (N, 28, 28) or (N, 1, 28, 28).
         labels: their labels (N,).
-        kind: ``photo``, ``canvas`` or ``number``.
+        kind: one of ``KINDS``.
         count: how many images.
         seed: the same seed gives the same files.
     """
@@ -330,7 +406,7 @@ def generate(
     rows = []
     for i in range(count):
         s = make_sample(kind, images, labels, seed, i)
-        name = f"{kind}_{i:05d}_{s.label}.{s.ext}"
+        name = f"{kind}_{i:05d}_{s.label}{'_' + s.setting if s.setting else ''}.{s.ext}"
         if s.ext == "jpg":
             s.image.save(folder / name, quality=95)  # already JPEG-degraded; store it nearly as is
         else:

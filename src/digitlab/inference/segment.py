@@ -34,6 +34,11 @@ JOIN_GAP = 0.3  # neighbours closer than this (x-gap / the taller one's height) 
 JOIN_ASPECT = 1.6  # ... when together they are no wider than this times their height (the model decides)
 SMALL_MARK_AREA = 0.1  # a group under 10% of the largest group's area ...
 SMALL_MARK_HEIGHT = 0.45  # ... and under 45% of its height is a stray mark, not a digit
+FRAME_RIM = 0.12  # a frame (a box printed or drawn around the digit): its ink lies within this fraction of
+# its box's short side from the box's edges ...
+FRAME_HOLLOW = 0.9  # ... 90% of it at least, ...
+FRAME_SIDE_COVER = 0.6  # ... running along 60% of a side's length at least ...
+FRAME_SIDES = 3  # ... on 3 sides of the 4 at least, and around another mark
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
@@ -67,8 +72,37 @@ def _tight(mask: np.ndarray, left: int, top: int) -> Segment | None:
     return Segment((left + int(c0), top + int(r0), left + int(c1), top + int(r1)), mask[r0:r1, c0:c1])
 
 
+def _hollow(seg: Segment) -> bool:
+    """Ink only along the edges of its own box, on three sides or four: the shape of a frame."""
+    h, w = seg.height, seg.width
+    rim = max(2, int(np.ceil(FRAME_RIM * min(h, w))))
+    if min(h, w) <= 3 * rim:
+        return False
+    m = seg.mask
+    inner = m[rim:-rim, rim:-rim]
+    if inner.sum() > (1.0 - FRAME_HOLLOW) * m.sum():
+        return False
+    covered = [m[:rim].any(0).mean(), m[-rim:].any(0).mean(), m[:, :rim].any(1).mean(), m[:, -rim:].any(1).mean()]
+    return sum(c >= FRAME_SIDE_COVER for c in covered) >= FRAME_SIDES
+
+
+def drop_frames(segs: list[Segment]) -> list[Segment]:
+    """Drop boxes around the digits (a form's box, a frame drawn around a digit): hollow marks
+    with another mark inside. A lone hollow mark is kept: it is a 0."""
+    b = np.array([s.box for s in segs])
+    inside = (  # inside[i, j]: segment j's box lies within segment i's
+        (b[None, :, 0] >= b[:, None, 0])
+        & (b[None, :, 1] >= b[:, None, 1])
+        & (b[None, :, 2] <= b[:, None, 2])
+        & (b[None, :, 3] <= b[:, None, 3])
+    )
+    np.fill_diagonal(inside, False)
+    encloses = np.asarray(inside.any(1))
+    return [s for i, s in enumerate(segs) if not (encloses[i] and _hollow(s))]
+
+
 def components(mask: np.ndarray) -> list[Segment]:
-    """8-connected components of a boolean image, specks removed."""
+    """8-connected components of a boolean image, frames and specks removed."""
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     if rows.size == 0:
         return []
@@ -77,15 +111,21 @@ def components(mask: np.ndarray) -> list[Segment]:
     if n == 0:
         return []
     areas = np.bincount(labels.ravel())[1:]
-    keep_area = max(MIN_SPECK_PIXELS, SPECK_FRACTION * areas.max())
     segs = []
     for i, sl in enumerate(ndi.find_objects(labels)):
-        if areas[i] < keep_area:
+        if areas[i] < MIN_SPECK_PIXELS:
             continue
         ys, xs = sl
         box = (left + xs.start, top + ys.start, left + xs.stop, top + ys.stop)
         segs.append(Segment(box, labels[sl] == i + 1))
-    return segs
+    if len(segs) > 1:
+        segs = drop_frames(segs)
+    if not segs:
+        return []
+    # a speck is small against the largest mark that is not a frame
+    areas = np.array([int(s.mask.sum()) for s in segs])
+    keep_area = max(MIN_SPECK_PIXELS, SPECK_FRACTION * areas.max())
+    return [s for s, a in zip(segs, areas, strict=True) if a >= keep_area]
 
 
 def merge(a: Segment, b: Segment) -> Segment:
