@@ -274,3 +274,20 @@ def test_reads_digits_in_a_box_on_a_photographed_page(shipped, mnist_test, monke
     assert read() >= 0.9
     monkeypatch.setattr(SG, "drop_frames", lambda segs: segs)
     assert read() < 0.7
+
+
+def test_reads_a_sheet_photographed_on_a_desk(shipped, mnist_test, monkeypatch):
+    """synth ``sheet`` photos with the desk all round: most are read; without the desk step, few."""
+    from digitlab.data import synth
+    from digitlab.inference import preprocess as PP
+
+    x, y = mnist_test
+    desk = [s for s in (synth.make_sample("sheet", x, y, 7, i) for i in range(200)) if s.setting == "desk"]
+    assert len(desk) >= 25
+
+    def read() -> float:
+        return float(np.mean([shipped.predict(s.image).text == s.label for s in desk]))
+
+    assert read() >= 0.6
+    monkeypatch.setattr(PP, "paper_on_desk", lambda gray, side=None: None)
+    assert read() < 0.4

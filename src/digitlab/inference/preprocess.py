@@ -5,7 +5,8 @@ ratio, anti-aliased, and centred by centre of mass in a 28x28 field. A phone pho
 or a canvas drawing is none of that, so ``preprocess_digits`` rebuilds it step by step:
 
 1. ``to_grayscale``: any Pillow mode to float gray in [0, 1]; transparency composited.
-2. ``has_light_background``: dark ink on light paper, or light on dark?
+2. ``has_light_background``: dark ink on light paper, or light on dark? (``surround.paper_on_desk``:
+   a sheet on a dark desk that fills the frame is dark ink on paper, the desk painted over.)
 3. ``ink_map``: divide out a large-scale background estimate (uneven light, vignetting),
    so ink is 0 on paper and near 1 on strokes whatever the lighting.
 4. ``soft_threshold``: Otsu on the ink map, as a ramp so stroke edges keep grey levels;
@@ -14,7 +15,7 @@ or a canvas drawing is none of that, so ``preprocess_digits`` rebuilds it step b
 6. ``to_mnist``: per digit, even out the stroke width, fit into 20x20 with area averaging,
    paste into 28x28 by centre of mass.
 
-The steps live in ``gray`` (1), ``lighting`` (2-4), ``segment`` (5) and ``framing`` (6); this module
+The steps live in ``gray`` (1), ``lighting`` and ``surround`` (2-4), ``segment`` (5) and ``framing`` (6); this module
 chains them. The CLI, the web app, evaluation on files and the tests all go through it.
 """
 
@@ -41,6 +42,7 @@ from digitlab.inference.lighting import (
     soft_threshold,
 )
 from digitlab.inference.segment import Segment, segment_digits
+from digitlab.inference.surround import paper_on_desk
 
 if TYPE_CHECKING:
     import torch
@@ -194,6 +196,10 @@ def preprocess_digits(
     gray = to_grayscale(img)
     light = has_light_background(gray)
     work, scale = _working_copy(gray if light else 1.0 - gray)
+    if not light:  # or a sheet on a desk, the desk all round: light paper once the desk is painted over
+        on_desk = paper_on_desk(1.0 - work, side=min(width, height))
+        if on_desk is not None:
+            work, light = on_desk, True
     ink = ink_map(work, max(1.0, scale))
     # Light smoothing: sensor noise and JPEG blocks shrink, a 2 px stroke survives.
     sigma = max(0.7, max(ink.shape) / 800)
