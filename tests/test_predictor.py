@@ -258,36 +258,28 @@ def test_fold_batchnorm_gives_the_same_outputs_with_fewer_layers(pool_early, neg
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_reads_digits_in_a_box_on_a_photographed_page(shipped, mnist_test, monkeypatch):
-    """synth ``sheet`` photos whose digit sits in a printed box: read as the digit, not the box; with
-    the frame step switched off the same photos are mostly misread (the test has teeth)."""
+@pytest.mark.parametrize(
+    "setting,module,step,least,most",
+    [  # synth ``sheet`` photos of the setting: read with the step, mostly misread without it (the test has teeth)
+        ("box", "segment", "drop_frames", 0.9, 0.7),  # a printed box around the digit: not part of it
+        ("desk", "preprocess", "paper_on_desk", 0.6, 0.4),  # the desk all round the sheet: not the paper
+    ],
+)
+def test_reads_photographed_pages_with_more_in_view(
+    shipped, mnist_test, monkeypatch, setting, module, step, least, most
+):
+    import importlib
+
     from digitlab.data import synth
-    from digitlab.inference import segment as SG
 
     x, y = mnist_test
-    boxed = [s for s in (synth.make_sample("sheet", x, y, 7, i) for i in range(200)) if s.setting == "box"]
-    assert len(boxed) >= 25
+    samples = [s for s in (synth.make_sample("sheet", x, y, 7, i) for i in range(200)) if s.setting == setting]
+    assert len(samples) >= 25
 
     def read() -> float:
-        return float(np.mean([shipped.predict(s.image).text == s.label for s in boxed]))
+        return float(np.mean([shipped.predict(s.image).text == s.label for s in samples]))
 
-    assert read() >= 0.9
-    monkeypatch.setattr(SG, "drop_frames", lambda segs: segs)
-    assert read() < 0.7
-
-
-def test_reads_a_sheet_photographed_on_a_desk(shipped, mnist_test, monkeypatch):
-    """synth ``sheet`` photos with the desk all round: most are read; without the desk step, few."""
-    from digitlab.data import synth
-    from digitlab.inference import preprocess as PP
-
-    x, y = mnist_test
-    desk = [s for s in (synth.make_sample("sheet", x, y, 7, i) for i in range(200)) if s.setting == "desk"]
-    assert len(desk) >= 25
-
-    def read() -> float:
-        return float(np.mean([shipped.predict(s.image).text == s.label for s in desk]))
-
-    assert read() >= 0.6
-    monkeypatch.setattr(PP, "paper_on_desk", lambda gray, side=None: None)
-    assert read() < 0.4
+    assert read() >= least
+    off = {"drop_frames": lambda segs: segs, "paper_on_desk": lambda gray, side=None: None}[step]
+    monkeypatch.setattr(importlib.import_module(f"digitlab.inference.{module}"), step, off)
+    assert read() < most
