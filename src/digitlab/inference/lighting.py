@@ -117,6 +117,22 @@ def _between_levels(small: np.ndarray, lo: float, hi: float, t: float) -> float:
     return float(np.mean(middle & ~edges))
 
 
+def image_frame(a: np.ndarray) -> np.ndarray:
+    """An image's outermost pixels, as one 1-D array."""
+    return np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]])
+
+
+def even_frame_is_light(small: np.ndarray) -> bool | None:
+    """When most of the frame is one even colour (a canvas, a scan, a tight crop whose strokes run off
+    the edges), whether that colour is light: it is the paper, even when bold strokes cover much of
+    the image. None when the frame is not that even."""
+    frame = image_frame(small)
+    mid = float(np.median(frame))
+    if np.mean(np.abs(frame - mid) <= FLAT_PAPER / 2) < EVEN_FRAME:
+        return None
+    return bool(mid > otsu(small))
+
+
 def has_light_background(gray: np.ndarray) -> bool:
     """True for dark ink on light paper, False for light ink on a dark background.
 
@@ -129,12 +145,10 @@ def has_light_background(gray: np.ndarray) -> bool:
     would cost most of the preprocessing time.
     """
     small = _shrink(gray, DECIDE_SIDE)
-    frame = np.concatenate([small[0], small[-1], small[1:-1, 0], small[1:-1, -1]])
-    mid = float(np.median(frame))
-    if np.mean(np.abs(frame - mid) <= FLAT_PAPER / 2) >= EVEN_FRAME:
-        # Most of the frame is one even colour (a canvas, a scan, a tight crop whose strokes run off
-        # the edges): that colour is the paper, even when bold strokes cover much of the image.
-        return bool(mid > otsu(small))
+    even = even_frame_is_light(small)
+    if even is not None:
+        return even
+    frame = image_frame(small)
     t = otsu(small)
     lo, hi = np.percentile(small, [1, 99])
     if hi - lo >= MIN_INK_CONTRAST and _between_levels(small, lo, hi, t) < TWO_LEVEL:

@@ -14,7 +14,16 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial import ConvexHull, QhullError
 
-from digitlab.inference.lighting import DECIDE_SIDE, EVEN_FRAME, FLAT_PAPER, MIN_INK_CONTRAST, _grow, _shrink, otsu
+from digitlab.inference.lighting import (
+    DECIDE_SIDE,
+    MIN_INK_CONTRAST,
+    _grow,
+    _shrink,
+    even_frame_is_light,
+    image_frame,
+    otsu,
+)
+from digitlab.inference.segment import _EIGHT_CONNECTED
 
 MIN_SIDE = 100  # a picture with a short side under this shows no desk: dataset digits (16-32 px) are light
 # ink on a dark ground, framed tight, and their bold strokes can look like a sheet
@@ -24,12 +33,6 @@ SHEET_INK = 0.35  # ... its holes (the ink on it) a third of that at most ...
 SHEET_RECTANGLE = 0.88  # ... and a quadrilateral: its area 88% of the smallest rectangle around it at least
 # (a sheet seen at an angle; a rectangle 1, an ellipse 0.79). Light ink on a dark ground is none of
 # these: a bold 0 is mostly stroke around its hole, a bold 8 or 2 far from a rectangle.
-_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
-
-
-def _frame(a: np.ndarray) -> np.ndarray:
-    """The image's outermost pixels, as one 1-D array."""
-    return np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]])
 
 
 def _rectangularity(mask: np.ndarray) -> float:
@@ -50,14 +53,6 @@ def _rectangularity(mask: np.ndarray) -> float:
     return float(mask.sum()) / max(area, 1.0)
 
 
-def _dark_even_frame(gray: np.ndarray) -> bool:
-    """The case ``has_light_background`` decides by an even frame, and decides dark."""
-    small = _shrink(gray, DECIDE_SIDE)
-    frame = _frame(small)
-    mid = float(np.median(frame))
-    return bool(np.mean(np.abs(frame - mid) <= FLAT_PAPER / 2) >= EVEN_FRAME and mid <= otsu(small))
-
-
 def paper_on_desk(gray: np.ndarray, side: int | None = None) -> np.ndarray | None:
     """``gray`` with the desk around the sheet painted the paper's colour; None when it shows no such desk.
 
@@ -65,7 +60,8 @@ def paper_on_desk(gray: np.ndarray, side: int | None = None) -> np.ndarray | Non
         gray: float gray in [0, 1] (the working copy).
         side: the short side of the picture ``gray`` was resized from (default: ``gray``'s own).
     """
-    if (side or min(gray.shape)) < MIN_SIDE or not _dark_even_frame(gray):
+    # only the case ``has_light_background`` decides by an even frame, and decides dark
+    if (side or min(gray.shape)) < MIN_SIDE or even_frame_is_light(_shrink(gray, DECIDE_SIDE)) is not False:
         return None
     small = _shrink(gray, CHECK_SIDE)
     lo, hi = np.percentile(small, [1, 99])
@@ -86,7 +82,7 @@ def paper_on_desk(gray: np.ndarray, side: int | None = None) -> np.ndarray | Non
         return None
     paper = float(np.median(small[sheet]))
     labels, _ = ndi.label(gray <= t, structure=_EIGHT_CONNECTED)  # the desk, traced at full resolution
-    edge = np.unique(_frame(labels))
+    edge = np.unique(image_frame(labels))
     desk = np.isin(labels, edge[edge > 0])
     if not desk.any():
         return None
